@@ -1,0 +1,185 @@
+"""The contract between the chain-agnostic core (``indexer``) and the per-chain adapters (``chains.evm``,
+``chains.tron``).
+
+Adapters translate a node's wire format into the frozen value types below and translate every library or
+transport error into the error tree below, at their edge (``raise ... from exc``). The core never sees web3,
+tronpy, aiohttp or JSON.
+
+Error tree::
+
+    ChainError                      anything an adapter raises
+    ├── RetryableChainError         transient: timeouts, 5xx, rate limits, truncated bodies; retry with backoff
+    │   ├── RateLimited             429 / 403 / "lack of computing resources" / frequency-limit bodies
+    │   └── RangeTooLarge           the provider refused a log range; ``suggested_to`` when it proposed one
+    └── FatalChainError             retrying will not help: wrong chain id, malformed config, reorg past finality
+        ├── ChainIdMismatch
+        └── MalformedResponse       a response that does not have the documented shape (also retryable once
+                                    on another endpoint, see ``RetryableChainError``)
+
+Every message is free of secrets: RPC URLs are shown through :func:`chains.redact.redact_url`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Chain(StrEnum):
+    """The value stored in the ``chain`` columns."""
+
+    BSC = "bsc"
+    POLYGON = "polygon"
+    TRON = "tron"
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+
+class ChainError(Exception):
+    """Base of everything an adapter raises."""
+
+
+class RetryableChainError(ChainError):
+    """A transient failure: the same request may succeed later or on another endpoint."""
+
+
+class RateLimited(RetryableChainError):
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RangeTooLarge(RetryableChainError):
+    """The provider refused a block range for logs. ``suggested_to`` is the last block of a range it offered."""
+
+    def __init__(self, message: str, suggested_to: int | None = None) -> None:
+        super().__init__(message)
+        self.suggested_to = suggested_to
+
+
+class MalformedResponse(RetryableChainError):
+    """A response without the documented shape (truncated JSON, missing fields, wrong types)."""
+
+
+class FatalChainError(ChainError):
+    """Retrying will not help; the chain's watcher stops with this message."""
+
+
+class ChainIdMismatch(FatalChainError):
+    pass
+
+
+class ReorgTooDeep(FatalChainError):
+    """A reorg reached below the finality bound: the stored data can no longer be trusted."""
+
+
+# ---------------------------------------------------------------------------------------------------- values
+
+
+NATIVE_LOG_INDEX = -1
+"""``log_index`` of a top-level native coin transfer (a transaction's ``value``), which has no log."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """A block as the reorg window sees it. Invariant kept by the window: each stored block's ``parent_hash`` is
+    the ``hash`` of the stored block one below it."""
+
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int  # seconds since the epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One movement of value between two addresses, as found on chain.
+
+    ``token_address`` is ``None`` for the chain's native coin. Addresses are in the chain's normalised form
+    (EVM: lowercase ``0x`` hex; Tron: base58check). ``amount_raw`` is the exact integer from the chain.
+    ``success`` is False for a reverted transaction (it moved nothing but is recorded as ``failed``).
+    """
+
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    tx_index: int
+    from_address: str
+    to_address: str
+    amount_raw: int
+    token_address: str | None
+    success: bool = True
+    gas_used: int | None = None
+    gas_price: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TxReceipt:
+    """What the core needs to settle a transaction another service broadcast (``source = 'platform'`` rows)."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    tx_index: int
+    success: bool
+    gas_used: int | None
+    gas_price: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    address: str
+    symbol: str
+    decimals: int
+
+
+class ChainAdapter(Protocol):
+    """What the sync core asks of a chain. Implementations: ``chains.evm.adapter``, ``chains.tron.adapter``."""
+
+    chain: Chain
+    native_symbol: str
+    native_decimals: int
+
+    def normalise_address(self, address: str) -> str:
+        """The stored form of ``address``; raises ``ValueError`` with a reason when it is not a valid address."""
+        ...
+
+    async def check_chain_id(self) -> None:
+        """Raise ``ChainIdMismatch`` when the node serves another chain than the configured one."""
+        ...
+
+    async def head(self) -> BlockRef: ...
+
+    async def finalized_number(self) -> int | None:
+        """The node's finality signal (finalized tag, solidified block), or None where it has none."""
+        ...
+
+    async def block_ref(self, number: int) -> BlockRef | None: ...
+
+    async def block_refs(self, first: int, last: int) -> list[BlockRef]:
+        """Blocks ``first..last`` inclusive, in order."""
+        ...
+
+    async def transfers(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str]
+    ) -> list[Transfer]:
+        """Every transfer in blocks ``first..last`` of the native coin or of a token in ``tokens`` where either
+        side is in ``watched``. Ordered by (block, log_index)."""
+        ...
+
+    async def receipts(self, tx_hashes: list[str]) -> dict[str, TxReceipt]:
+        """Receipts of mined transactions; hashes not (or no longer) on chain are absent."""
+        ...
+
+    async def token_info(self, token_address: str) -> TokenInfo: ...
+
+    async def balances(
+        self, addresses: list[str], tokens: list[str]
+    ) -> dict[tuple[str, str | None], int]:
+        """Raw balances keyed by (address, token address or None for native)."""
+        ...
+
+    async def aclose(self) -> None: ...
