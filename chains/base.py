@@ -183,3 +183,26 @@ class ChainAdapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class RpcObserver(Protocol):
+    """Where adapters report what they do, so the core can turn it into metrics without adapters importing it.
+
+    ``endpoint`` is always a redacted label (:func:`chains.redact.redact_url`), never a raw URL.
+    ``outcome`` is one of ``ok``, ``timeout``, ``rate_limited``, ``range_too_large``, ``http_error``,
+    ``rpc_error``, ``malformed``, ``connection_error``.
+    """
+
+    def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None: ...
+
+    def skipped_item(self, chain: str, reason: str) -> None:
+        """A log or transaction left out because it was malformed or non-standard (``reason`` is a short code)."""
+        ...
+
+
+class NullObserver:
+    def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
+        return None
+
+    def skipped_item(self, chain: str, reason: str) -> None:
+        return None
