@@ -111,6 +111,7 @@ class Transfer:
     to_address: str
     amount_raw: int
     token_address: str | None
+    block_timestamp: int | None = None  # seconds, UTC; None when the adapter could not get it cheaply
     success: bool = True
     gas_used: int | None = None
     gas_price: int | None = None
