@@ -1,0 +1,91 @@
+"""Every Prometheus metric the indexer exports, declared in one place. Prefix ``citadel_``, units in the names.
+
+Labels never carry secrets: RPC endpoints appear only in redacted form (``chains.redact.redact_url``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HEAD_BLOCK = Gauge("citadel_chain_head_block", "Latest block number the node reported", ["chain"], registry=REGISTRY)
+FINALIZED_BLOCK = Gauge(
+    "citadel_chain_finalized_block",
+    "Latest final block (finalized tag, solidified block, or head - confirmations + 1)",
+    ["chain"],
+    registry=REGISTRY,
+)
+FINALIZED_STALLED = Gauge(
+    "citadel_chain_finalized_stalled",
+    "1 while the node's finality signal has not moved for longer than the stall threshold",
+    ["chain"],
+    registry=REGISTRY,
+)
+CURSOR_BLOCK = Gauge(
+    "citadel_sync_cursor_block", "Last block whose data is committed, per stream", ["chain", "stream"], registry=REGISTRY
+)
+LAG_BLOCKS = Gauge("citadel_sync_lag_blocks", "Head minus the realtime cursor", ["chain"], registry=REGISTRY)
+BACKFILL_REMAINING_BLOCKS = Gauge(
+    "citadel_backfill_remaining_blocks", "Blocks left in a backfill stream", ["chain", "stream"], registry=REGISTRY
+)
+TRANSFERS_INDEXED = Counter(
+    "citadel_transfers_indexed_total", "Transfers written (rows per wallet side)", ["chain", "stream"], registry=REGISTRY
+)
+BLOCKS_PROCESSED = Counter(
+    "citadel_blocks_processed_total", "Blocks whose data was committed", ["chain", "stream"], registry=REGISTRY
+)
+REORGS = Counter("citadel_reorgs_total", "Chain reorganisations rolled back", ["chain"], registry=REGISTRY)
+REORG_DEPTH = Histogram(
+    "citadel_reorg_depth_blocks",
+    "Depth of rolled-back reorgs",
+    ["chain"],
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
+    registry=REGISTRY,
+)
+REORG_TOO_DEEP = Counter(
+    "citadel_reorg_too_deep_total",
+    "Reorgs reaching below the finality bound; the chain's watcher stopped",
+    ["chain"],
+    registry=REGISTRY,
+)
+WATCHER_UP = Gauge("citadel_watcher_up", "1 while the chain's watcher runs", ["chain"], registry=REGISTRY)
+WATCHER_ERRORS = Counter(
+    "citadel_watcher_errors_total", "Iterations that failed and were retried", ["chain", "kind"], registry=REGISTRY
+)
+RPC_REQUESTS = Counter(
+    "citadel_rpc_requests_total",
+    "RPC requests by redacted endpoint, method and outcome",
+    ["chain", "endpoint", "method", "outcome"],
+    registry=REGISTRY,
+)
+RPC_DURATION = Histogram(
+    "citadel_rpc_request_duration_seconds", "RPC request latency", ["chain", "method"], registry=REGISTRY
+)
+SKIPPED_ITEMS = Counter(
+    "citadel_skipped_items_total",
+    "Logs or transactions left out as malformed or non-standard",
+    ["chain", "reason"],
+    registry=REGISTRY,
+)
+WALLETS_WATCHED = Gauge("citadel_wallets_watched", "Active wallets followed", ["chain"], registry=REGISTRY)
+WALLETS_INVALID = Gauge(
+    "citadel_wallets_invalid", "Wallets skipped because their address is invalid", ["chain"], registry=REGISTRY
+)
+COMMIT_DURATION = Histogram(
+    "citadel_batch_commit_duration_seconds", "Time to commit one batch of data", ["chain"], registry=REGISTRY
+)
+BALANCE_REFRESHES = Counter(
+    "citadel_balance_refreshes_total", "Wallet balance refreshes written", ["chain"], registry=REGISTRY
+)
+
+
+class MetricsObserver:
+    """The adapters' :class:`chains.base.RpcObserver`, feeding the metrics above."""
+
+    def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
+        RPC_REQUESTS.labels(chain, endpoint, method, outcome).inc()
+        RPC_DURATION.labels(chain, method).observe(duration_s)
+
+    def skipped_item(self, chain: str, reason: str) -> None:
+        SKIPPED_ITEMS.labels(chain, reason).inc()
