@@ -67,6 +67,8 @@ class Anvil:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            self.process.stderr.close()
 
 
 def start_anvil(chain_id: int, *, block_time_s: float | None = None, extra_args: list[str] | None = None) -> Anvil:
