@@ -1,0 +1,136 @@
+"""``citadel-indexer`` (also ``python -m indexer``).
+
+    citadel-indexer [--config PATH] migrate [--status]
+    citadel-indexer [--config PATH] run
+    citadel-indexer [--config PATH] backfill --chain CHAIN --from-block N --to-block M
+    citadel-indexer demo                       the embedded local stack (PostgreSQL, anvil, Tron simulator)
+
+Exit codes: 0 done, 1 runtime failure, 2 bad configuration or usage (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from chains.base import Chain, ChainError
+from indexer.config import ConfigError, Settings, load_settings
+from indexer.logs import setup_logging
+
+log = logging.getLogger("citadel.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="citadel-indexer", description="Citadel chain indexer")
+    parser.add_argument("--config", metavar="PATH", help="TOML settings file (else $CITADEL_CONFIG); env wins")
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("--status", action="store_true", help="list migrations and whether they are applied")
+    sub.add_parser("run", help="run the indexer daemon")
+    backfill = sub.add_parser("backfill", help="re-index a range of final blocks for every active wallet")
+    backfill.add_argument("--chain", required=True, choices=[c.value for c in Chain])
+    backfill.add_argument("--from-block", type=int, required=True)
+    backfill.add_argument("--to-block", type=int, required=True)
+    demo = sub.add_parser("demo", help="start an embedded local stack and index it live")
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from indexer.devstack.demo import run_demo
+
+            setup_logging("text", "INFO")
+            return asyncio.run(run_demo(args.seconds))
+        settings = load_settings(args.config)
+        setup_logging(settings.log_format, settings.log_level)
+        return asyncio.run(_dispatch(args, settings))
+    except ConfigError as exc:
+        print(f"citadel-indexer: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.app import StartupError, database_url
+
+    try:
+        if args.command == "migrate":
+            return await _migrate(database_url(settings), args.status)
+        if args.command == "run":
+            from indexer.app import Daemon
+
+            return await Daemon(settings).run()
+        if args.command == "backfill":
+            return await _backfill(settings, Chain(args.chain), args.from_block, args.to_block)
+    except StartupError as exc:
+        print(f"citadel-indexer: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ChainError as exc:
+        print(f"citadel-indexer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise AssertionError(args.command)
+
+
+async def _migrate(dsn: str, status_only: bool) -> int:
+    from indexer.store.migrate import MigrationError, apply_migrations, migration_status
+
+    try:
+        if status_only:
+            for s in await migration_status(dsn):
+                state = "pending" if s.applied_at is None else f"applied {s.applied_at:%Y-%m-%d %H:%M:%S%z}"
+                flag = "" if s.checksum_ok else "  EDITED SINCE APPLIED"
+                print(f"{s.version}  {s.name:<40} {state}{flag}")
+            return EXIT_OK
+        await apply_migrations(dsn)
+    except MigrationError as exc:
+        print(f"citadel-indexer: migrate: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        from indexer.store.db import describe_dsn
+
+        print(f"citadel-indexer: cannot connect to {describe_dsn(dsn)}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _backfill(settings: Settings, chain: Chain, first: int, last: int) -> int:
+    from indexer.app import build_adapter, check_schema, database_url, open_pool, watcher_config
+    from indexer.store.chain_store import ChainStore
+    from indexer.sync.backfill import BackfillError, backfill_blocks
+    from indexer.sync.watcher import ChainWatcher
+
+    cfg = settings.chain(chain)
+    if not cfg.rpc_urls:
+        print(f"citadel-indexer: CITADEL_{chain.name}__RPC_URLS: not set", file=sys.stderr)
+        return EXIT_CONFIG
+    dsn = database_url(settings)
+    await check_schema(dsn)
+    pool = await open_pool(dsn)
+    adapter = build_adapter(chain, cfg)
+    try:
+        watcher = ChainWatcher(adapter, ChainStore(pool, chain.value), watcher_config(cfg))
+        await watcher.prepare()
+        done = await backfill_blocks(
+            watcher, first, last, cfg.max_block_range, lambda p: print(p.line(), file=sys.stderr, flush=True)
+        )
+        print(f"backfill done: {done.line()}")
+        return EXIT_OK
+    except BackfillError as exc:
+        print(f"citadel-indexer: backfill: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        await adapter.aclose()
+        await pool.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
