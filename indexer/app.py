@@ -215,7 +215,7 @@ class Daemon:
             try:
                 conn = await db.connect(dsn)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn: lost.set())
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(WALLET_CHANNEL, on_notify)
                 for event in self.wallet_events.values():
                     event.set()  # changes made while not listening
