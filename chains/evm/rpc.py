@@ -34,10 +34,10 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -58,6 +58,8 @@ from chains.evm.logs import classify_range_error
 from chains.redact import redact_url, scrub, scrub_urls
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Call = tuple[str, Sequence[Any]]
 """``(method, params)`` of one JSON-RPC call."""
@@ -89,7 +91,7 @@ class _BatchRejected(Exception):
 
 
 _RATE_LIMIT_RE = re.compile(
-    r"rate.?limit|too many requests|request limit|exceeded .*(capacity|quota|credits)|daily limit|"
+    r"rate.?limit|rate exceeded|too many requests|request limit|exceeded .*(capacity|quota|credits)|daily limit|"
     r"frequency limit|throughput|compute units",
     re.IGNORECASE,
 )
@@ -345,17 +347,24 @@ class JsonRpcClient:
 
     # ------------------------------------------------------------------------------------------- transport
 
-    async def _post(self, endpoint: _Endpoint, method: str, payload: Any) -> Any:
-        """POST ``payload``; the decoded JSON reply. Reports the request to the observer."""
+    async def _exchange(
+        self, endpoint: _Endpoint, method: str, payload: Any, interpret: Callable[[Any], tuple[T, str]]
+    ) -> T:
+        """POST ``payload`` and ``interpret`` the decoded reply (value and outcome label); reports the request,
+        JSON-RPC level outcome included, to the observer."""
         body = orjson.dumps(payload)
         started = time.perf_counter()
         outcome = "ok"
         try:
             async with self._limit:
-                result = await self._post_raw(endpoint, method, body)
-            return result
+                reply = await self._post_raw(endpoint, method, body)
+            value, outcome = interpret(reply)
+            return value
         except ChainError as exc:
             outcome = _outcome(exc)
+            raise
+        except _BatchRejected:
+            outcome = "rpc_error"
             raise
         finally:
             self.observer.rpc_request(
@@ -399,11 +408,11 @@ class JsonRpcClient:
 
     async def _call_once(self, endpoint: _Endpoint, method: str, params: Sequence[Any]) -> Any:
         req_id = next(self._ids)
+        payload = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
         try:
-            reply = await self._post(
-                endpoint, method, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
+            return await self._exchange(
+                endpoint, method, payload, lambda r: (self._result_of(endpoint, method, r), "ok")
             )
-            return self._result_of(endpoint, method, reply)
         except ChainError as exc:
             self._failed(endpoint, method, exc)
             raise
@@ -450,11 +459,11 @@ class JsonRpcClient:
     ) -> None:
         method, params = calls[i]
         req_id = next(self._ids)
+        payload = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
         try:
-            reply = await self._post(
-                endpoint, method, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
+            results[i] = await self._exchange(
+                endpoint, method, payload, lambda r: (self._result_of(endpoint, method, r), "ok")
             )
-            results[i] = self._result_of(endpoint, method, reply)
         except ChainError as exc:
             results[i] = exc
 
@@ -475,33 +484,37 @@ class JsonRpcClient:
             payload.append({"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)})
         methods = {calls[i][0] for i in idxs}
         label = f"batch:{next(iter(methods))}" if len(methods) == 1 else "batch"
+
+        def interpret(reply: Any) -> tuple[None, str]:
+            if not isinstance(reply, list):
+                raise _BatchRejected()
+            first_error: ChainError | None = None
+            for entry in reply:
+                if not isinstance(entry, dict):
+                    continue
+                entry_id = entry.get("id")
+                i = by_id.pop(entry_id, -1) if isinstance(entry_id, int) else -1
+                if i < 0:
+                    continue
+                try:
+                    results[i] = self._result_of(endpoint, calls[i][0], entry)
+                except ChainError as exc:
+                    results[i] = exc
+                    first_error = first_error or exc
+            for i in by_id.values():
+                results[i] = MalformedResponse(
+                    f"{calls[i][0]} via {endpoint.label}: batch reply lacks this entry"
+                )
+                first_error = first_error or results[i]
+            return None, _outcome(first_error) if first_error is not None else "ok"
+
         try:
-            reply = await self._post(endpoint, label, payload)
+            await self._exchange(endpoint, label, payload, interpret)
         except HttpStatusError as exc:
             if exc.status in (400, 405, 413, 415):
                 raise _BatchRejected() from exc
             for i in idxs:
                 results[i] = exc
-            return
         except ChainError as exc:
             for i in idxs:
                 results[i] = exc
-            return
-        if not isinstance(reply, list):
-            raise _BatchRejected()
-        for entry in reply:
-            if not isinstance(entry, dict):
-                continue
-            entry_id = entry.get("id")
-            i = by_id.pop(entry_id, -1) if isinstance(entry_id, int) else -1
-            if i < 0:
-                continue
-            method = calls[i][0]
-            try:
-                results[i] = self._result_of(endpoint, method, entry)
-            except ChainError as exc:
-                results[i] = exc
-        for i in by_id.values():
-            results[i] = MalformedResponse(
-                f"{calls[i][0]} via {endpoint.label}: batch reply lacks this entry"
-            )

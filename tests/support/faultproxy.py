@@ -1,0 +1,278 @@
+"""A fault-injecting JSON-RPC HTTP proxy in front of anvil (or any node), for the EVM client's tests.
+
+    async with FaultProxy(anvil.url, Faults(seed=7, timeout=0.05, rate_limit=0.1)) as proxy:
+        client = JsonRpcClient([proxy.url], chain="bsc", timeout_s=0.5)
+
+Per request one seeded random draw picks at most one transport fault (hang past the client timeout, HTTP 429 with
+Retry-After, HTTP 5xx, a truncated JSON body). Independently, eth_getLogs entries are refused with providers' real
+error texts when they span more than ``max_log_blocks`` blocks, return more than ``max_log_results`` logs (Infura's
+-32005 with a suggested range) or carry more than ``max_filter_values`` values in one filter position. Block replies
+can be rewritten to carry a 97-byte ``extraData`` as BSC/Polygon blocks do. ``down()`` stops listening (connection
+refused) and drops open connections; ``up()`` listens again on the same port. ``injected`` counts every fault.
+
+The proxy accepts any path and query, so a URL can carry a fake API key (``proxy.url_with("/v3/KEY?apikey=KEY")``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from indexer.devstack.ports import free_port
+
+EXTRA_DATA_97 = "0x" + "d8" + "83" * 31 + "ab" * 65  # 97 bytes: 32 vanity + 65 seal, like a BSC/bor header
+
+
+@dataclass
+class Faults:
+    seed: int = 0
+    # probabilities, one draw per HTTP request (their sum should stay below 1)
+    timeout: float = 0.0
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    truncate: float = 0.0
+    hang_s: float = 5.0
+    retry_after: str | None = "0"
+    # eth_getLogs limits
+    max_log_blocks: int | None = None
+    range_style: str = "bsc"  # bsc | reth | infura | alchemy
+    max_log_results: int | None = None
+    max_filter_values: int | None = None
+    # block rewriting and batch support
+    bsc_extra_data: bool = False
+    reject_batches: bool = False
+    # restrict transport faults to these methods (None: all)
+    methods: frozenset[str] | None = None
+
+
+def range_error(style: str, limit: int, first: int, last: int) -> dict[str, Any]:
+    """The JSON-RPC error object a provider of ``style`` answers for a log range over its block limit."""
+    if style == "bsc":
+        return {"code": -32000, "message": f"exceed maximum block range: {limit}"}
+    if style == "reth":
+        return {"code": -32602, "message": f"query exceeds max block range {limit}"}
+    if style == "infura":
+        return {"code": -32602, "message": f"range {last - first + 1} exceeds limit of {limit}"}
+    if style == "alchemy":
+        return {
+            "code": -32602,
+            "message": (
+                f"Log response size exceeded. You can make eth_getLogs requests with up to a {limit // 1000}K "
+                "block range and no limit on the response size, or you can request any block range with a cap "
+                f"of 10K logs in the response. Based on your parameters, this block range should work: "
+                f"[{hex(first)}, {hex(first + limit - 1)}]"
+            ),
+        }
+    raise ValueError(style)
+
+
+def too_many_results_error(limit: int, first: int, suggested_to: int) -> dict[str, Any]:
+    return {
+        "code": -32005,
+        "message": (
+            f"query returned more than {limit} results. Try with this block range "
+            f"[{hex(first)}, {hex(suggested_to)}]."
+        ),
+        "data": {"from": hex(first), "to": hex(suggested_to)},
+    }
+
+
+@dataclass
+class FaultProxy:
+    upstream_url: str
+    faults: Faults = field(default_factory=Faults)
+    injected: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self._rng = random.Random(self.faults.seed)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping = asyncio.Event()
+        self._down = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_with(self, path_and_query: str) -> str:
+        return self.url + path_and_query
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2)
+        await self._runner.setup()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await self.up()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def down(self) -> None:
+        """Stop listening: new connections are refused, open ones are dropped on their next request."""
+        self._down = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def up(self) -> None:
+        assert self._runner is not None
+        self._down = False
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    # ------------------------------------------------------------------------------------------- handling
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._down:
+            self.injected["down"] += 1
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=503)
+        body = await request.read()
+        self.requests += 1
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return web.Response(status=400, text="invalid JSON")
+        entries: list[dict[str, Any]] = payload if isinstance(payload, list) else [payload]
+        is_batch = isinstance(payload, list)
+        f = self.faults
+
+        if is_batch and f.reject_batches:
+            self.injected["batch_rejected"] += 1
+            return self._json(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": "batch requests are not supported"},
+                }
+            )
+
+        draw = self._rng.random()
+        methods = {str(e.get("method")) for e in entries}
+        faultable = f.methods is None or bool(methods & f.methods)
+        if faultable:
+            if draw < f.timeout:
+                self.injected["timeout"] += 1
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), f.hang_s)
+                except TimeoutError:
+                    pass
+                return web.Response(status=504, text="gateway timeout")
+            draw -= f.timeout
+            if draw < f.rate_limit:
+                self.injected["rate_limit"] += 1
+                headers = {"Retry-After": f.retry_after} if f.retry_after is not None else {}
+                return web.Response(status=429, text="Too Many Requests", headers=headers)
+            draw -= f.rate_limit
+            if draw < f.server_error:
+                self.injected["server_error"] += 1
+                return web.Response(status=self._rng.choice([500, 502, 503]), text="upstream error")
+            draw -= f.server_error
+        truncate = faultable and draw < f.truncate
+
+        replies: dict[int, dict[str, Any]] = {}
+        forward: list[dict[str, Any]] = []
+        for pos, entry in enumerate(entries):
+            refusal = self._refuse_logs(entry)
+            if refusal is not None:
+                replies[pos] = {"jsonrpc": "2.0", "id": entry.get("id"), "error": refusal}
+            else:
+                forward.append(entry)
+        if forward:
+            upstream = await self._upstream(forward)
+            upstream_by_id = {r.get("id"): r for r in upstream}
+            for pos, entry in enumerate(entries):
+                if pos not in replies:
+                    replies[pos] = self._rewrite(entry, upstream_by_id[entry.get("id")])
+        out = [replies[pos] for pos in range(len(entries))]
+        raw = orjson.dumps(out if is_batch else out[0])
+        if truncate:
+            self.injected["truncate"] += 1
+            raw = raw[: max(1, len(raw) // 2)]
+        return web.Response(body=raw, content_type="application/json")
+
+    def _json(self, obj: Any) -> web.Response:
+        return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+    async def _upstream(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        assert self._session is not None
+        headers = {"Content-Type": "application/json"}
+        async with self._session.post(self.upstream_url, data=orjson.dumps(entries), headers=headers) as resp:
+            reply = orjson.loads(await resp.read())
+        assert isinstance(reply, list)
+        return reply
+
+    def _refuse_logs(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        if entry.get("method") != "eth_getLogs":
+            return None
+        f = self.faults
+        params = entry.get("params") or [{}]
+        flt = params[0] if isinstance(params[0], dict) else {}
+        if f.max_filter_values is not None:
+            lists = [flt.get("address")] + list(flt.get("topics") or [])
+            if any(isinstance(v, list) and len(v) > f.max_filter_values for v in lists):
+                self.injected["filter_values"] += 1
+                return {"code": -32602, "message": "exceed max addresses or topics per search position"}
+        first, last = flt.get("fromBlock"), flt.get("toBlock")
+        if f.max_log_blocks is not None and isinstance(first, str) and isinstance(last, str):
+            a, b = int(first, 16), int(last, 16)
+            if b - a + 1 > f.max_log_blocks:
+                self.injected["range_blocks"] += 1
+                return range_error(f.range_style, f.max_log_blocks, a, b)
+        return None
+
+    def _rewrite(self, entry: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        f = self.faults
+        method = entry.get("method")
+        result = reply.get("result")
+        if (
+            f.bsc_extra_data
+            and method in ("eth_getBlockByNumber", "eth_getBlockByHash")
+            and isinstance(result, dict)
+        ):
+            self.injected["extra_data"] += 1
+            return {**reply, "result": {**result, "extraData": EXTRA_DATA_97}}
+        if method == "eth_getLogs" and f.max_log_results is not None and isinstance(result, list):
+            flt = entry["params"][0]
+            a, b = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
+            if len(result) > f.max_log_results and b > a:
+                blocks = sorted(int(log["blockNumber"], 16) for log in result)
+                suggested_to = max(a, blocks[f.max_log_results] - 1)
+                self.injected["range_results"] += 1
+                return {
+                    "jsonrpc": "2.0",
+                    "id": entry.get("id"),
+                    "error": too_many_results_error(f.max_log_results, a, suggested_to),
+                }
+        return reply
