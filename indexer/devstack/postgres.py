@@ -10,7 +10,8 @@ Two sources of binaries:
 system user ``citadelpg`` (created if missing) through ``runuser``. Only binaries run as that user, never Python:
 the pyenv interpreter under /root is not readable by other users.
 
-The server listens on 127.0.0.1 on a free port with trust authentication and ``fsync=off``: never for real data.
+The server listens on 127.0.0.1 on a free port with trust authentication and ``fsync=off``, its data directory in
+/dev/shm when available (``CITADEL_PG_TMPDIR`` overrides): never for real data.
 Every server started here is stopped at interpreter exit (``atexit``) even if the caller forgets.
 """
 
@@ -34,6 +35,7 @@ PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 RUN_AS_USER = "citadelpg"
 SUPERUSER = "postgres"
 DATABASE_URL_ENV = "CITADEL_DATABASE_URL"
+TMPDIR_ENV = "CITADEL_PG_TMPDIR"
 
 _running: list[LocalPostgres] = []
 _lock = threading.Lock()
@@ -136,6 +138,18 @@ def _ensure_run_as_user() -> str | None:
     return RUN_AS_USER
 
 
+def _scratch_parent() -> str | None:
+    """Where the data directory goes: ``CITADEL_PG_TMPDIR``, else /dev/shm when usable (RAM: CREATE DATABASE is
+    ~25x faster than on a disk-backed /tmp, which matters for a database per test), else the system temp dir."""
+    override = os.environ.get(TMPDIR_ENV, "").strip()
+    if override:
+        return override
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return str(shm)
+    return None
+
+
 def _stop_all() -> None:
     for server in list(_running):
         server.stop()
@@ -164,7 +178,7 @@ def start_postgres(prefer: Literal["16", "15"] = "16", *, allow_fallback: bool =
         )
 
     run_as = _ensure_run_as_user()
-    base_dir = Path(tempfile.mkdtemp(prefix=f"citadel-pg{version}-"))
+    base_dir = Path(tempfile.mkdtemp(prefix=f"citadel-pg{version}-", dir=_scratch_parent()))
     try:
         if run_as is not None:
             entry = pwd.getpwnam(run_as)
