@@ -1,0 +1,184 @@
+"""The migration runner, on PostgreSQL 16 (embedded, or CITADEL_TEST_DATABASE_URL) and on PostgreSQL 15."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from indexer.store.migrate import MigrationError, apply_migrations, load_migrations, migration_status
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+REPO_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+ALL_VERSIONS = [m.version for m in load_migrations(REPO_MIGRATIONS)]
+DbFactory = Callable[[str], Awaitable[str]]
+EVM_1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+@pytest.fixture(params=["16", "15"], ids=["pg16", "pg15"])
+def server_dsn(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_server_dsn" if request.param == "16" else "pg15_dsn"))
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with a password (trust authentication ignores it): it must never be printed."""
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def copy_migrations(target: Path, upto: str | None = None) -> Path:
+    target.mkdir()
+    for path in sorted(REPO_MIGRATIONS.glob("*.sql")):
+        if upto is None or path.name[:3] <= upto:
+            shutil.copy(path, target / path.name)
+    return target
+
+
+async def applied_versions(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        await conn.close()
+
+
+async def test_apply_is_idempotent(server_dsn: str, fresh_db_factory: DbFactory) -> None:
+    url = with_password(await fresh_db_factory(server_dsn), "s3cret-pw")
+    lines: list[str] = []
+    assert await apply_migrations(url, echo=lines.append) == ALL_VERSIONS
+    assert len(lines) == len(ALL_VERSIONS)
+    for line, migration in zip(lines, load_migrations(REPO_MIGRATIONS), strict=True):
+        assert re.fullmatch(rf"applied {re.escape(migration.filename)} \(\d+ ms\)", line), line
+    again: list[str] = []
+    assert await apply_migrations(url, echo=again.append) == []
+    assert again == ["nothing to apply"]
+    status = await migration_status(url)
+    assert [s.version for s in status] == ALL_VERSIONS
+    assert all(s.applied_at is not None and s.checksum_ok for s in status)
+    assert not any("s3cret" in line for line in lines + again)
+
+
+async def test_refuses_an_edited_applied_file(server_dsn: str, fresh_db_factory: DbFactory, tmp_path: Path) -> None:
+    url = await fresh_db_factory(server_dsn)
+    migrations = copy_migrations(tmp_path / "migrations")
+    await apply_migrations(url, migrations, echo=lambda _: None)
+    edited = migrations / "003_wallets_addresses.sql"
+    edited.write_text(edited.read_text() + "\n-- an innocent edit\n")
+    (migrations / "099_later.sql").write_text("CREATE TABLE later (id int);\n")
+    with pytest.raises(MigrationError, match=r"003_wallets_addresses\.sql .*changed"):
+        await apply_migrations(url, migrations, echo=lambda _: None)
+    assert await applied_versions(url) == ALL_VERSIONS  # 099 was not applied either
+    status = {s.version: s for s in await migration_status(url, migrations)}
+    assert status["003"].checksum_ok is False and status["002"].checksum_ok is True
+    assert status["099"].applied_at is None
+
+
+async def test_concurrent_runs_apply_once(server_dsn: str, fresh_db_factory: DbFactory) -> None:
+    url = await fresh_db_factory(server_dsn)
+    first: list[str] = []
+    second: list[str] = []
+    results = await asyncio.gather(apply_migrations(url, echo=first.append),
+                                   apply_migrations(url, echo=second.append))
+    assert sorted(results, key=len) == [[], ALL_VERSIONS]
+    assert "nothing to apply" in first + second
+    assert await applied_versions(url) == ALL_VERSIONS
+
+
+async def test_conflicting_seed_data_fails_clearly_and_leaves_nothing_half_applied(
+    server_dsn: str, fresh_db_factory: DbFactory, tmp_path: Path
+) -> None:
+    url = await fresh_db_factory(server_dsn)
+    await apply_migrations(url, copy_migrations(tmp_path / "seed", upto="001"), echo=lambda _: None)
+    conn = await asyncpg.connect(url)
+    try:
+        user = await conn.fetchval("INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x') RETURNING id")
+        # the seed accepts a lowercase copy of a checksummed address as a second wallet
+        ids = [await conn.fetchval(
+            "INSERT INTO wallets (user_id, chain, public_address, wallet_type) VALUES ($1, 'bsc', $2, $3) RETURNING id",
+            user, address, wallet_type) for address, wallet_type in ((EVM_1, "personal"), (EVM_1.lower(), "escrow"))]
+        with pytest.raises(MigrationError) as failure:
+            await apply_migrations(url, echo=lambda _: None)
+        message = str(failure.value)
+        assert "003_wallets_addresses.sql" in message
+        assert "the same address is registered more than once" in message
+        assert f"wallet ids {ids[0]}, {ids[1]}" in message
+        # 002 committed in its own transaction; nothing of 003 remains
+        assert await applied_versions(url) == ["001", "002"]
+        assert await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'wallets' "
+            "AND column_name = 'address_normalized'") == 0
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'wallets_public_address_key'") == 1
+        # once the duplicate is resolved, the rest applies
+        await conn.execute("DELETE FROM wallets WHERE id = $1", ids[1])
+        assert await apply_migrations(url, echo=lambda _: None) == ALL_VERSIONS[2:]
+    finally:
+        await conn.close()
+
+
+async def test_seed_database_with_data_migrates_and_keeps_it(
+    server_dsn: str, fresh_db_factory: DbFactory, tmp_path: Path
+) -> None:
+    url = await fresh_db_factory(server_dsn)
+    await apply_migrations(url, copy_migrations(tmp_path / "seed", upto="001"), echo=lambda _: None)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET TimeZone = 'UTC'")
+        user = await conn.fetchval(
+            "INSERT INTO users (email, password_hash) VALUES ('a..b@example.com', 'x') RETURNING id")
+        wallet = await conn.fetchval(
+            "INSERT INTO wallets (user_id, chain, public_address, balance_usdt) VALUES ($1, 'bsc', $2, 12.34) RETURNING id",
+            user, EVM_1)
+        await conn.execute(
+            """INSERT INTO transactions (user_id, wallet_id, tx_hash, chain, from_address, to_address, amount, tx_type,
+                                         block_timestamp) VALUES ($1, $2, $3, 'bsc', 'a', 'b', 1.5, 'deposit',
+                                         '2025-06-01 08:00:00')""",
+            user, wallet, "0x" + "AB" * 32)
+        # the seed's CHECK (created_at = CURRENT_TIMESTAMP) holds on insert only
+        await conn.execute("INSERT INTO audit_trail (user_id, action_type) VALUES ($1, 'wallet_created')", user)
+        audit_time = await conn.fetchval("SELECT created_at FROM audit_trail")
+        assert await apply_migrations(url, echo=lambda _: None) == ALL_VERSIONS[1:]
+        row = await conn.fetchrow("SELECT block_timestamp::text, amount, source, log_index FROM transactions")
+        assert tuple(row) == ("2025-06-01 08:00:00+00", 1.5, "platform", None)
+        assert await conn.fetchval("SELECT created_at FROM audit_trail") == audit_time.replace(tzinfo=UTC)
+        assert await conn.fetchval("SELECT address_normalized FROM wallets") == EVM_1.lower()
+        # legacy rows a new CHECK would reject leave that CHECK NOT VALID (still enforced on new rows)
+        validated = dict(await conn.fetch(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY($1::text[])",
+            ["users_email_format", "transactions_tx_hash_format", "wallets_address_format"]))
+        assert validated == {"users_email_format": False, "transactions_tx_hash_format": False,
+                             "wallets_address_format": True}
+    finally:
+        await conn.close()
+
+
+async def test_misnamed_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "1-init.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"1-init\.sql"):
+        load_migrations(tmp_path)
+
+
+async def test_failing_sql_names_the_file_and_hides_the_password(
+    pg_server_dsn: str, fresh_db_factory: DbFactory, tmp_path: Path
+) -> None:
+    url = with_password(await fresh_db_factory(pg_server_dsn), "s3cret-pw")
+    (tmp_path / "001_ok.sql").write_text("CREATE TABLE ok (id int);")
+    (tmp_path / "002_broken.sql").write_text("CREATE TABLE half (id int);\nSELECT * FROM missing_table;")
+    with pytest.raises(MigrationError, match=r"002_broken\.sql failed") as failure:
+        await apply_migrations(url, tmp_path, echo=lambda _: None)
+    assert "s3cret" not in str(failure.value) and "missing_table" in str(failure.value)
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('half') IS NULL")
+        assert await conn.fetchval("SELECT to_regclass('ok') IS NOT NULL")
+    finally:
+        await conn.close()
