@@ -404,7 +404,7 @@ async def test_seed_sample_queries_use_an_index(conn: asyncpg.Connection, query:
 
 
 async def test_demo_seed_loads_and_is_idempotent(conn: asyncpg.Connection) -> None:
-    seed = DEMO_SEED.read_text()  # noqa: ASYNC240 - a small local file
+    seed = DEMO_SEED.read_text()
     await conn.execute(seed)
     await conn.execute(seed)
     assert await conn.fetchval("SELECT count(*) FROM users") == 4
