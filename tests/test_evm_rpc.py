@@ -52,7 +52,11 @@ async def test_call_and_chunked_batch_against_anvil(anvil_bsc: Anvil) -> None:
 
 async def test_one_failed_batch_entry_fails_only_that_entry(anvil_bsc: Anvil) -> None:
     async with fast_client([anvil_bsc.url]) as client:
-        calls = [("eth_chainId", []), ("eth_noSuchMethod", []), ("eth_chainId", [])]
+        calls: list[tuple[str, list[object]]] = [
+            ("eth_chainId", []),
+            ("eth_noSuchMethod", []),
+            ("eth_chainId", []),
+        ]
         results = await client.batch(calls, return_errors=True)
         assert results[0] == results[2] == "0x38"
         assert isinstance(results[1], RpcError)

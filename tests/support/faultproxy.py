@@ -123,7 +123,7 @@ class FaultProxy:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.2)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2, access_log=None)  # the "provider" side
         await self._runner.setup()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         await self.up()
