@@ -394,13 +394,23 @@ SAMPLE_QUERIES = {
 }
 
 
+EXPECTED_INDEX = {
+    "balances": "idx_wallets_user_active",
+    "performance": "performance_metrics_strategy_id_period_date_period_type_key",
+    "guardian": "idx_guardian_checks_user_pending",
+    "staked": "idx_tst_stakes_user_active",
+    "lender": "idx_p2p_agreements_lender_created",
+    "audit": "idx_audit_trail_user_created",
+}
+
+
 @pytest.mark.parametrize("query", list(SAMPLE_QUERIES))
 async def test_seed_sample_queries_use_an_index(conn: asyncpg.Connection, query: str) -> None:
     await conn.execute("SET enable_seqscan = off")
     await conn.execute("SET plan_cache_mode = force_generic_plan")  # plan for any $1, not one value
     await conn.fetch(SAMPLE_QUERIES[query], 1)  # it runs
     plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {SAMPLE_QUERIES[query]}", 1))
-    assert "Index" in plan and "Seq Scan" not in plan, plan
+    assert f"using {EXPECTED_INDEX[query]} " in plan and "Seq Scan" not in plan and "Sort" not in plan, plan
 
 
 async def test_demo_seed_loads_and_is_idempotent(conn: asyncpg.Connection) -> None:
