@@ -239,6 +239,9 @@ async def test_normalise_and_chain_id(tron_sim: TronSimulator, adapter: TronAdap
         with pytest.raises(ValueError, match=reason):
             adapter.normalise_address(bad)
     await adapter.check_chain_id()  # none configured: accepted
+    unset = TronAdapter([tron_sim.url], chain_id=0)  # the settings' default for Tron
+    await unset.check_chain_id()
+    await unset.aclose()
     genesis = tron_sim.block(0).block_id
     for good in (int(genesis[-8:], 16), genesis):
         a = TronAdapter([tron_sim.url], chain_id=good)

@@ -32,7 +32,7 @@ Decisions:
   (the last 20 bytes of the call-data word) and amount decoded from the call data.
 * **Chain id**: Tron has none on its HTTP API. ``chain_id`` may be given as an int, compared with the last 4 bytes
   of the genesis block ID (the rule java-tron's JSON-RPC ``eth_chainId`` uses: mainnet 728126428 = 0x2b6653dc), or
-  as the full 64-hex genesis block ID. Without one, ``check_chain_id`` logs the genesis ID and accepts.
+  as the full 64-hex genesis block ID. Without one (None or 0), ``check_chain_id`` logs the genesis ID and accepts.
 * Addresses are base58check ``T...``; ``normalise_address`` accepts only that form (the stored form), unchanged.
 * Not seen: TRX moved by contracts (``internal_transactions``) and TRC10 assets; malformed Transfer logs of a
   watched token (missing topics, short data) are skipped and reported via ``observer.skipped_item``.
@@ -170,7 +170,7 @@ class TronAdapter:
             backoff_cap_s=backoff_cap_s,
             max_connections=max(concurrency, 1) * 2,
         )
-        self._chain_id = chain_id
+        self._chain_id = chain_id or None  # 0 (the settings' default for Tron) means "not configured"
         self._semaphore = asyncio.Semaphore(max(concurrency, 1))
 
     # ------------------------------------------------------------------------------------------- helpers
