@@ -172,7 +172,7 @@ class ChainWatcher:
         if self.cursor < final:
             await self._catch_up(head, final)
             more = self.cursor < head.number
-        elif self.cursor < head.number:
+        elif self.cursor < head.number or self._tip_replaced(head):
             await self._follow(head, final)
             more = self.cursor < head.number
         else:
@@ -236,11 +236,10 @@ class ChainWatcher:
             anchor = await self.adapter.block_ref(self.cursor) if self.cursor >= 0 else None
             self.window = ReorgWindow([anchor] if anchor else [])
         last = min(head.number, self.cursor + self.cfg.follow_batch)
-        refs = await self.adapter.block_refs(self.cursor + 1, last)
+        refs = await self.adapter.block_refs(self.cursor + 1, last) if last > self.cursor else []
         check_linked(refs)
         rollback_to: int | None = None
-        verdict = self.window.check(refs)
-        if not isinstance(verdict, Extends):
+        if (refs and not isinstance(self.window.check(refs), Extends)) or self._tip_replaced(head):
             rollback_to = await self._common_ancestor()
             depth = self.cursor - rollback_to
             log.warning("reorg", extra={"fields": {"chain": self.chain, "ancestor": rollback_to, "depth": depth}})
@@ -271,6 +270,12 @@ class ChainWatcher:
         self.window.extend(refs)
         self.window.prune(min(final, last))
         self.cursor = last
+
+    def _tip_replaced(self, head: BlockRef) -> bool:
+        """The node's head is a block the window holds under another hash: a reorg that kept (or lowered) the
+        height. A head merely behind the cursor with a known hash is a lagging node, not a reorg."""
+        known = self.window.hash_at(head.number)
+        return head.number <= self.cursor and known is not None and known != head.hash
 
     async def _common_ancestor(self) -> int:
         anchor, tip = self.window.anchor, self.window.tip

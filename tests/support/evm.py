@@ -234,3 +234,15 @@ def snapshot(anvil: Anvil) -> str:
 def revert(anvil: Anvil, snapshot_id: str) -> bool:
     """``evm_revert`` to ``snapshot_id`` (which is consumed: take a new snapshot to revert again)."""
     return bool(anvil.rpc("evm_revert", [snapshot_id]))
+
+
+def to_checksum(address: str) -> str:
+    """EIP-55 form, as a platform would store an address it derived."""
+    from eth_utils.address import to_checksum_address
+
+    return str(to_checksum_address(address))
+
+
+def address_of(i: int) -> str:
+    """A deterministic address nobody controls (an outsider), lowercase."""
+    return "0x" + keccak(text=f"outsider-{i}").hex()[-40:]

@@ -1,0 +1,286 @@
+"""EVM sync end to end: anvil (chain ids 56 and 137) + a real PostgreSQL + the real adapter and watcher.
+
+Every test ends by comparing ``transactions`` with an independent computation from the node (tests/support/sync.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Context, Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from chains.base import Chain, ReorgTooDeep
+from chains.evm.adapter import EvmAdapter
+from indexer.devstack.anvil import Anvil
+from indexer.store.chain_store import ChainStore
+from indexer.sync.watcher import ChainWatcher
+from tests.support import evm
+from tests.support.sync import (
+    KnownWallet,
+    actual_rows,
+    add_wallet,
+    expected_evm_rows,
+    open_pool,
+    sync_to_head,
+    watcher_config,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CHAINS = {56: Chain.BSC, 137: Chain.POLYGON}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await open_pool(db_url)
+    yield p
+    await p.close()
+
+
+class Scene:
+    """A chain with tokens deployed, known wallets registered, and a watcher ready to run."""
+
+    def __init__(self, anvil: Anvil, pool: asyncpg.Pool, decimals: int) -> None:
+        self.anvil = anvil
+        self.pool = pool
+        self.chain = CHAINS[anvil.chain_id]
+        self.accounts = evm.accounts(anvil)
+        self.deployer = self.accounts[0]
+        self.usdt = evm.deploy_token(anvil, decimals, "USDT")
+        self.usdc = evm.deploy_token(anvil, decimals, "USDC")
+        self.tst = evm.deploy_token(anvil, 18, "TST")
+        self.unknown = evm.deploy_token(anvil, 18, "UNK")
+        self.tokens = {"USDT": self.usdt, "USDC": self.usdc, "TST": self.tst}
+        self.wallets: list[KnownWallet] = []
+        self.adapter = EvmAdapter(self.chain, [anvil.url], anvil.chain_id, timeout_s=5)
+        self.watcher: ChainWatcher | None = None
+
+    async def register(self, *accounts: str) -> list[KnownWallet]:
+        added = [await add_wallet(self.pool, self.chain.value, evm.to_checksum(a)) for a in accounts]
+        self.wallets.extend(added)
+        return added
+
+    def make_watcher(self, **overrides: Any) -> ChainWatcher:
+        self.watcher = ChainWatcher(self.adapter, ChainStore(self.pool, self.chain.value),
+                                    watcher_config(self.tokens, **overrides))
+        return self.watcher
+
+    def head(self) -> int:
+        return evm.block_number(self.anvil)
+
+    def expected(self) -> list[Any]:
+        return expected_evm_rows(self.anvil, self.wallets, self.tokens.values(), 0, self.head())
+
+    async def assert_table_matches_chain(self) -> None:
+        expected = self.expected()
+        actual = await actual_rows(self.pool, self.chain.value)
+        assert actual == expected
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scene_factory(anvil_factory: Any, pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    scenes: list[Scene] = []
+
+    def make(chain_id: int, decimals: int, **anvil_kw: Any) -> Scene:
+        scene = Scene(anvil_factory(chain_id, **anvil_kw), pool, decimals)
+        scenes.append(scene)
+        return scene
+
+    yield make
+    for scene in scenes:
+        await scene.adapter.aclose()
+
+
+def mixed_history(s: Scene) -> dict[str, str]:
+    """Every kind of activity the indexer must get right. Returns notable tx hashes."""
+    a = s.accounts
+    known1, known2, known3, outsider = a[1], a[2], a[3], a[7]
+    notes: dict[str, str] = {}
+    evm.token_mint(s.anvil, s.usdt, s.deployer, known1, 10**12)
+    evm.token_mint(s.anvil, s.usdc, s.deployer, outsider, 10**12)
+    evm.token_mint(s.anvil, s.tst, s.deployer, known3, 10**24)
+    evm.token_transfer(s.anvil, s.usdt, known1, known2, 12_345)  # p2p between known users
+    evm.token_transfer(s.anvil, s.usdc, outsider, known3, 777)  # deposit
+    evm.token_transfer(s.anvil, s.usdt, known1, outsider, 1)  # withdrawal
+    recipients = [known2, known3] + [evm.address_of(i) for i in range(298)]
+    notes["batch"] = evm.token_batch_transfer(s.anvil, s.tst, known3, recipients, list(range(1, 301)),
+                                              gas=12_000_000)
+    evm.token_mint(s.anvil, s.tst, s.deployer, known2, evm.UINT256_MAX)  # spam-sized amount, stored exactly
+    evm.token_mint(s.anvil, s.unknown, s.deployer, known1, 5 * 10**18)  # unknown token: ignored
+    evm.token_transfer(s.anvil, s.unknown, known1, known2, 10**18)
+    evm.native_transfer(s.anvil, outsider, known1, 3 * 10**18)  # native deposit
+    evm.native_transfer(s.anvil, known2, outsider, 10**17)  # native withdrawal
+    evm.native_transfer(s.anvil, known1, known3, 10**16)  # native p2p
+    reverter = evm.deploy(s.anvil, "Reverter")
+    notes["failed"] = evm.send_tx(s.anvil, known1, reverter,
+                                  evm.calldata("transferOrRevert(address,uint256)", outsider, 1),
+                                  value=10**15, gas=100_000)
+    evm.mine(s.anvil, 3)
+    return notes
+
+
+@pytest.mark.parametrize(("chain_id", "decimals"), [(56, 18), (137, 6)])
+async def test_mixed_history_ends_equal_to_the_chain(scene_factory: Any, chain_id: int, decimals: int) -> None:
+    s: Scene = scene_factory(chain_id, decimals)
+    await s.register(*s.accounts[1:4])
+    notes = mixed_history(s)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    await s.assert_table_matches_chain()
+
+    rows = await s.pool.fetch("SELECT * FROM transactions WHERE chain = $1", s.chain.value)
+    by_hash: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        by_hash.setdefault(r["tx_hash"], []).append(r)
+    # hundreds of Transfer logs in one transaction: each known recipient's log is its own row
+    # known3 -> known2 (two p2p rows), known3 -> known3 (one row), known3 -> 298 outsiders (withdrawals)
+    assert len(by_hash[notes["batch"]]) == 301
+    # the failed outbound native transfer is recorded as failed
+    assert {r["status"] for r in by_hash[notes["failed"]]} == {"failed"}
+    # uint256 max is exact in amount_raw and amount
+    huge = [r for r in rows if r["amount_raw"] == Decimal(evm.UINT256_MAX)]
+    assert len(huge) == 1 and huge[0]["amount"] == Decimal(evm.UINT256_MAX).scaleb(-18, context=Context(prec=100))
+    # tokens are read on-chain; stablecoins priced, others not
+    usdt = [r for r in rows if r["token"] == "USDT"]
+    assert usdt and all(r["token_decimals"] == decimals and r["value_usd"] is not None for r in usdt)
+    assert all(r["value_usd"] is None for r in rows if r["token"] in ("TST", "BNB", "POL"))
+    assert not [r for r in rows if r["token_address"] == s.unknown.lower()]
+    # replaying the whole range changes nothing
+    before = await s.pool.fetch("SELECT * FROM transactions ORDER BY id")
+    await s.pool.execute("DELETE FROM sync_cursors WHERE stream = 'realtime'")
+    await s.pool.execute("DELETE FROM chain_blocks")
+    replay = s.make_watcher()
+    await sync_to_head(replay, s.head)
+    after = await s.pool.fetch("SELECT * FROM transactions ORDER BY id")
+    strip = ("updated_at", "confirmations", "status")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in before] == [
+        {k: v for k, v in r.items() if k not in strip} for r in after
+    ]
+
+
+async def test_confirmations_track_the_head_and_rows_confirm_at_finality(scene_factory: Any) -> None:
+    s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "4"])  # finalized = head - 8
+    (w,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, w.address, 100)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    row = await s.pool.fetchrow("SELECT status, confirmations, block_number FROM transactions")
+    assert row["status"] == "pending" and row["confirmations"] == s.head() - row["block_number"] + 1
+    evm.mine(s.anvil, 3)
+    await sync_to_head(watcher, s.head)
+    row = await s.pool.fetchrow("SELECT status, confirmations, block_number FROM transactions")
+    assert row["status"] == "pending" and row["confirmations"] == s.head() - row["block_number"] + 1
+    evm.mine(s.anvil, 10)
+    await sync_to_head(watcher, s.head)
+    row = await s.pool.fetchrow("SELECT status, confirmations FROM transactions")
+    assert row["status"] == "confirmed"
+
+
+@pytest.mark.parametrize("depth", [1, 3, 20])
+async def test_reorg_during_realtime_leaves_the_table_equal_to_the_canonical_chain(
+    scene_factory: Any, depth: int
+) -> None:
+    s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "16"])  # finalized = head - 32
+    k1, k2 = await s.register(s.accounts[1], s.accounts[2])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10**9)
+    evm.mine(s.anvil, 40)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    # both transfers in the first block about to be orphaned: one is dropped, one comes back in another block
+    nonce = int(str(s.anvil.rpc("eth_getTransactionCount", [k1.address, "latest"])), 16)
+    evm.set_automine(s.anvil, False)
+    dropped = evm.token_transfer(s.anvil, s.usdt, k1.address, k2.address, 11)
+    moved_tx = {"from": k1.address, "to": s.usdt,
+                "data": "0x" + evm.calldata("transfer(address,uint256)", k2.address, 22).hex(),
+                # the dropped transfer's nonce is free again on the new fork; anvil's own gas estimate for a
+                # replacement is made on the old state and can run out of gas on the new one
+                "nonce": hex(nonce), "gas": hex(100_000)}
+    evm.send_tx(s.anvil, k1.address, s.usdt, evm.calldata("transfer(address,uint256)", k2.address, 22))
+    evm.mine(s.anvil, 1)
+    evm.set_automine(s.anvil, True)
+    if depth > 1:
+        evm.mine(s.anvil, depth - 1)
+    await sync_to_head(watcher, s.head)
+    assert any(r[1] == dropped for r in await actual_rows(s.pool, "bsc"))
+    evm.reorg(s.anvil, depth, [(moved_tx, depth - 1)])
+    await sync_to_head(watcher, s.head)
+    await s.assert_table_matches_chain()
+    hashes = {r[1] for r in await actual_rows(s.pool, "bsc")}
+    assert dropped not in hashes
+    assert (await s.pool.fetchval("SELECT count(*) FROM transactions WHERE amount_raw = 22")) == 2
+    # the window holds the canonical hashes again
+    stored = {r["number"]: r["hash"] for r in await s.pool.fetch("SELECT number, hash FROM chain_blocks")}
+    for number, block_hash in stored.items():
+        assert evm.get_block(s.anvil, number)["hash"] == block_hash
+
+
+async def test_reorg_past_the_finality_bound_stops_loudly(scene_factory: Any) -> None:
+    s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "2"])  # finalized = head - 4
+    (k1,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10)
+    evm.mine(s.anvil, 10)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    before = await actual_rows(s.pool, "bsc")
+    evm.reorg(s.anvil, 8, [])
+    with pytest.raises(ReorgTooDeep, match="final"):
+        await sync_to_head(watcher, s.head)
+    assert await actual_rows(s.pool, "bsc") == before  # nothing silently rewritten
+
+
+async def test_a_platform_withdrawal_is_settled_and_a_reverted_one_fails(scene_factory: Any) -> None:
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    outsider = s.accounts[8]
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 1000)
+    ok_tx = evm.token_transfer(s.anvil, s.usdt, k1.address, outsider, 250)
+    reverter = evm.deploy(s.anvil, "Reverter")
+    bad_tx = evm.send_tx(s.anvil, k1.address, reverter,
+                         evm.calldata("transferOrRevert(address,uint256)", outsider, 1), gas=100_000)
+    for tx in (ok_tx, bad_tx):  # another service broadcast these and recorded them as pending withdrawals
+        await s.pool.execute(
+            """INSERT INTO transactions (user_id, wallet_id, tx_hash, chain, from_address, to_address, amount,
+                   token, tx_type) VALUES ($1, $2, $3, 'bsc', $4, $5, 250, 'USDT', 'withdrawal')""",
+            k1.user_id, k1.id, tx, k1.address, outsider.lower(),
+        )
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    await sync_to_head(watcher, s.head)  # settlement happens on the following step at the head
+    ok = await s.pool.fetchrow("SELECT * FROM transactions WHERE tx_hash = $1", ok_tx)
+    bad = await s.pool.fetchrow("SELECT * FROM transactions WHERE tx_hash = $1", bad_tx)
+    assert ok["source"] == "platform" and ok["block_number"] is not None and ok["log_index"] is not None
+    assert ok["amount_raw"] == 250 and ok["gas_used"] is not None
+    assert (await s.pool.fetchval("SELECT count(*) FROM transactions WHERE tx_hash = $1", ok_tx)) == 1
+    assert bad["status"] == "failed" and bad["block_number"] is not None and bad["gas_used"] > 0
+
+
+async def test_a_wallet_inserted_while_running_is_indexed_with_its_history(scene_factory: Any) -> None:
+    s: Scene = scene_factory(137, 6, extra_args=["--slots-in-an-epoch", "4"])
+    (k1,) = await s.register(s.accounts[1])
+    late = s.accounts[5]
+    evm.token_mint(s.anvil, s.usdt, s.deployer, late, 5000)  # history before the wallet is known
+    evm.token_transfer(s.anvil, s.usdt, late, k1.address, 40)  # old wallet <- new wallet
+    evm.mine(s.anvil, 30)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    evm.token_transfer(s.anvil, s.usdt, late, s.accounts[9], 3)  # unfinalised, before it is known
+    evm.mine(s.anvil, 2)
+    await sync_to_head(watcher, s.head)
+    await s.register(late)
+    watcher.wallet_changed.set()
+    from indexer.sync.backfill import WalletBackfiller
+
+    await sync_to_head(watcher, s.head)
+    backfiller = WalletBackfiller(watcher, 7)
+    groups = await backfiller._pending()
+    while groups:
+        for (done, target), streams in groups.items():
+            await backfiller._advance(done, target, streams)
+        groups = await backfiller._pending()
+    await s.assert_table_matches_chain()
+    types = await s.pool.fetch("SELECT wallet_id, tx_type FROM transactions WHERE amount_raw = 40")
+    assert sorted(r["tx_type"] for r in types) == ["p2p_transfer", "p2p_transfer"]
