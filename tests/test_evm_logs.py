@@ -271,3 +271,14 @@ async def test_fetch_logs_with_no_filters_sends_nothing() -> None:
     node = FakeNode({}, max_blocks=10)
     assert await fetch_logs(node.batch, 0, 100, [], RangeSizer()) == []
     assert node.requests == []
+
+
+async def test_a_fatal_error_surfaces_as_itself_not_as_an_exception_group() -> None:
+    from chains.evm.rpc import RpcError
+
+    async def failing(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        return [RpcError("eth_getLogs via x: invalid params", code=-32602) for _ in calls]
+
+    flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
+    with pytest.raises(RpcError, match="invalid params"):
+        await fetch_logs(failing, 0, 100, [flt], RangeSizer(10, cap=10), concurrency=4)

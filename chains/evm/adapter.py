@@ -4,17 +4,18 @@ Wire data is read as hex strings and sliced (an address topic's last 40 hex digi
 no web3 formatters on the hot path. Only ``number``, ``hash``, ``parentHash`` and ``timestamp`` of a block are
 read, so the long ``extraData`` of BSC/Polygon blocks (web3.py's ``ExtraDataLengthError``) does not matter here.
 
-Native coin:
-- BSC (and any chain but Polygon): top-level transaction ``value`` from full blocks, ``log_index = -1``
+Native coin (``docs/data-model.md``):
+- every chain: top-level transaction ``value`` from full blocks, ``log_index = -1``
   (:data:`chains.base.NATIVE_LOG_INDEX`); receipts are fetched only for the matching transactions, for
-  ``success`` and gas. Internal (contract) transfers would need traces and are not indexed.
-- Polygon: the ``LogTransfer`` logs of ``0x…1010``, which cover internal transfers too; their real log index is
-  used and no ``-1`` rows are produced (see ``docs/data-model.md``).
+  ``success`` and gas (so a reverted top-level transfer is recorded as failed). Full blocks are fetched a window
+  at a time and only the matching transactions kept.
+- Polygon additionally: internal POL transfers from the ``LogTransfer`` logs of ``0x…1010`` (real log index);
+  the ``LogTransfer`` that mirrors a transaction's own ``value`` is dropped, so nothing is counted twice.
+- BSC internal transfers would need traces and are not indexed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -48,6 +49,7 @@ from chains.evm.logs import (
     fetch_logs,
     plan_filters,
     topic_of,
+    unwrap_task_group,
 )
 from chains.evm.rpc import Call, JsonRpcClient, RpcError
 
@@ -227,13 +229,14 @@ class EvmAdapter:
             return []
         watched_l = frozenset(a.lower() for a in watched)
         tokens_l = frozenset(t.lower() for t in tokens)
-        async with asyncio.TaskGroup() as tg:
+        async with unwrap_task_group() as tg:
             token_task = tg.create_task(self._token_transfers(first, last, watched_l, tokens_l))
+            native_task = tg.create_task(self._top_level_native_transfers(first, last, watched_l))
             if self.chain == Chain.POLYGON:
-                native_task = tg.create_task(self._polygon_native_transfers(first, last, watched_l))
-            else:
-                native_task = tg.create_task(self._top_level_native_transfers(first, last, watched_l))
+                internal_task = tg.create_task(self._polygon_native_transfers(first, last, watched_l))
         out = token_task.result() + native_task.result()
+        if self.chain == Chain.POLYGON:
+            out += _internal_only(internal_task.result(), native_task.result())
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
         return out
 
@@ -329,25 +332,14 @@ class EvmAdapter:
     async def _top_level_native_transfers(
         self, first: int, last: int, watched: frozenset[str]
     ) -> list[Transfer]:
-        numbers = range(first, last + 1)
-        blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), True]) for n in numbers])
         candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for n, block in zip(numbers, blocks, strict=True):
-            if block is None:
-                raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node yet")
-            txs = block.get("transactions") if isinstance(block, dict) else None
-            if not isinstance(txs, list):
-                raise MalformedResponse(f"{self.chain}: block {n} has no transaction list")
-            for tx in txs:
-                if not isinstance(tx, dict):
-                    raise MalformedResponse(f"{self.chain}: block {n} lists hashes, not transactions")
-                value = tx.get("value")
-                if not isinstance(value, str) or value in ("0x0", "0x", "0x00"):
-                    continue
-                sender = str(tx.get("from", "")).lower()
-                receiver = str(tx.get("to") or "").lower()
-                if sender in watched or receiver in watched:
-                    candidates.append((block, tx))
+        # Full BSC blocks are big (hundreds of transactions): fetch a window at a time, keep only candidates.
+        window = self.rpc.max_batch * max(1, self.concurrency)
+        for start in range(first, last + 1, window):
+            numbers = range(start, min(last, start + window - 1) + 1)
+            blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), True]) for n in numbers])
+            for n, block in zip(numbers, blocks, strict=True):
+                candidates += self._native_candidates(n, block, watched)
         if not candidates:
             return []
         receipts = await self.rpc.batch([("eth_getTransactionReceipt", [tx["hash"]]) for _, tx in candidates])
@@ -383,6 +375,26 @@ class EvmAdapter:
                     gas_price=rec.gas_price if rec.gas_price is not None else _gas_price_of(tx),
                 )
             )
+        return out
+
+    def _native_candidates(
+        self, n: int, block: Any, watched: frozenset[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(block, tx) of the value-carrying transactions in ``block`` that touch ``watched``."""
+        if block is None:
+            raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node yet")
+        txs = block.get("transactions") if isinstance(block, dict) else None
+        if not isinstance(txs, list):
+            raise MalformedResponse(f"{self.chain}: block {n} has no transaction list")
+        out = []
+        for tx in txs:
+            if not isinstance(tx, dict):
+                raise MalformedResponse(f"{self.chain}: block {n} lists hashes, not transactions")
+            value = tx.get("value")
+            if not isinstance(value, str) or value in ("0x0", "0x", "0x00"):
+                continue
+            if str(tx.get("from", "")).lower() in watched or str(tx.get("to") or "").lower() in watched:
+                out.append((block, tx))
         return out
 
     # ------------------------------------------------------------------------------------------- receipts
@@ -442,6 +454,21 @@ class EvmAdapter:
             else:
                 self.observer.skipped_item(self.chain, "balance_unavailable")
         return out
+
+
+def _internal_only(log_transfers: list[Transfer], top_level: list[Transfer]) -> list[Transfer]:
+    """Polygon logs every POL movement as ``LogTransfer``, the transaction's own ``value`` included. Top-level values
+    are already rows (``log_index`` -1, as on every EVM chain), so the ``LogTransfer`` that mirrors one (same
+    transaction, sender, recipient and amount; the first such log) is dropped and only internal transfers remain."""
+    mirrors = {(t.tx_hash, t.from_address, t.to_address, t.amount_raw) for t in top_level if t.success}
+    out = []
+    for t in log_transfers:
+        key = (t.tx_hash, t.from_address, t.to_address, t.amount_raw)
+        if key in mirrors:
+            mirrors.discard(key)
+            continue
+        out.append(t)
+    return out
 
 
 def _gas_price_of(tx: dict[str, Any]) -> int | None:

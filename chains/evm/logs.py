@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +259,26 @@ def dedup_logs(logs: Iterable[Log]) -> list[Log]:
 
 # ---------------------------------------------------------------------------------------------------- fetching
 
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception inside ``group``."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def unwrap_task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """``asyncio.TaskGroup`` that raises the first failure itself (a ``ChainError``), not an ExceptionGroup:
+    the adapter's callers handle the error tree, and the siblings were cancelled anyway."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        raise first_leaf(group) from None
+
+
 BatchFn = Callable[[list[tuple[str, list[Any]]]], Awaitable[list[Any]]]
 """``JsonRpcClient.batch`` with ``return_errors=True``: results or ``ChainError`` instances, in order."""
 
@@ -371,7 +392,7 @@ async def fetch_logs(
                     in_flight -= 1
                     changed.notify_all()
 
-    async with asyncio.TaskGroup() as tg:
+    async with unwrap_task_group() as tg:
         for _ in range(max(1, concurrency)):
             tg.create_task(worker())
     logs = dedup_logs(found)
