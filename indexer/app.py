@@ -58,7 +58,10 @@ def build_adapter(chain: Chain, cfg: ChainSettings) -> ChainAdapter:
 
         api_key = cfg.api_key.get_secret_value() if cfg.api_key else None
         register_secret(api_key)
-        return TronAdapter(cfg.rpc_urls, api_key=api_key, request_timeout_s=cfg.request_timeout_s, observer=observer)
+        return TronAdapter(
+            cfg.rpc_urls, api_key=api_key, request_timeout_s=cfg.request_timeout_s, observer=observer,
+            chain_id=cfg.chain_id or None,
+        )
     from chains.evm.adapter import EvmAdapter
 
     return EvmAdapter(
