@@ -43,6 +43,13 @@ class RecordingObserver:
         self.skipped[reason] += 1
 
 
+def mined(anvil: Anvil, tx_hash: str) -> str:
+    """Wait for ``tx_hash``'s receipt: under automine anvil can answer eth_sendTransaction before eth_blockNumber
+    moves, so a test reading the height right after sending could miss its own last block."""
+    evm.wait_receipt(anvil, tx_hash)
+    return tx_hash
+
+
 def random_address() -> str:
     return "0x" + secrets.token_hex(20)
 
@@ -121,7 +128,7 @@ def bsc_scenario(anvil_bsc: Anvil) -> Scenario:
     )
     assert evm.wait_receipt(a, failed)["status"] == "0x0"
     expected.add((failed, w2, reverter, 11, None, False))
-    evm.native_transfer(a, acc[4], acc[6], 1)  # nobody watched
+    mined(a, evm.native_transfer(a, acc[4], acc[6], 1))  # nobody watched
     last = evm.block_number(a)
     return Scenario(
         first=first,
@@ -304,6 +311,7 @@ async def test_polygon_native_rows_top_level_and_internal_without_double_countin
         bytes.fromhex(POLYGON_NATIVE_CONTRACT[2:].rjust(64, "0")),
         value=3,
     )  # LogTransfer(sender -> 0x…1010, 3) mirrors the top-level value: one row, not two
+    mined(node, mirrored)
     last = evm.block_number(node)
     async with adapter(node.url, Chain.POLYGON, 137) as ad:
         await ad.check_chain_id()
@@ -325,7 +333,7 @@ async def test_polygon_node_serves_token_transfers(anvil_polygon: Anvil) -> None
     tok = evm.deploy_token(anvil_polygon, 6, "USDT")
     watched = random_address()
     first = evm.block_number(anvil_polygon) + 1
-    tx = evm.token_mint(anvil_polygon, tok, acc[0], watched, 123_456)
+    tx = mined(anvil_polygon, evm.token_mint(anvil_polygon, tok, acc[0], watched, 123_456))
     async with adapter(anvil_polygon.url, Chain.POLYGON, 137) as ad:
         got = await ad.transfers(
             first, evm.block_number(anvil_polygon), frozenset({watched}), frozenset({tok})
