@@ -5,6 +5,7 @@ Every test ends by comparing ``transactions`` with an independent computation fr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from decimal import Context, Decimal
 from typing import Any
@@ -284,3 +285,35 @@ async def test_a_wallet_inserted_while_running_is_indexed_with_its_history(scene
     await s.assert_table_matches_chain()
     types = await s.pool.fetch("SELECT wallet_id, tx_type FROM transactions WHERE amount_raw = 40")
     assert sorted(r["tx_type"] for r in types) == ["p2p_transfer", "p2p_transfer"]
+
+
+async def test_faulty_providers_slow_the_sync_but_never_change_the_result(
+    scene_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two endpoints behind fault-injecting proxies: timeouts, 429s, 5xx, truncated JSON, range limits with the real
+    texts, BSC-sized extraData, and the first endpoint down for part of the run."""
+    from tests.support.faultproxy import FaultProxy, Faults
+
+    s: Scene = scene_factory(56, 18)
+    await s.register(*s.accounts[1:4])
+    mixed_history(s)
+    evm.mine(s.anvil, 60)
+    first = Faults(seed=3, timeout=0.03, rate_limit=0.08, server_error=0.08, truncate=0.05, hang_s=1.5,
+                   max_log_blocks=20, range_style="bsc", max_log_results=150, bsc_extra_data=True)
+    second = Faults(seed=4, rate_limit=0.1, server_error=0.05, max_log_blocks=15, range_style="reth",
+                    bsc_extra_data=True)
+    caplog.set_level(logging.DEBUG)
+    async with FaultProxy(s.anvil.url, first) as p1, FaultProxy(s.anvil.url, second) as p2:
+        secret_url = p1.url_with("/v3/TOPSECRETKEY?apikey=TOPSECRETKEY")
+        s.adapter = EvmAdapter(s.chain, [secret_url, p2.url], 56, timeout_s=0.5, max_block_range=200)
+        watcher = s.make_watcher(catchup_range=40)
+        await watcher.prepare()
+        await p1.down()
+        for _ in range(3):
+            await watcher.step()
+        await p1.up()
+        await sync_to_head(watcher, s.head, timeout_s=240)
+        injected = sum(p1.injected.values()) + sum(p2.injected.values())
+    await s.assert_table_matches_chain()
+    assert injected >= 10
+    assert "TOPSECRETKEY" not in caplog.text

@@ -135,7 +135,7 @@ async def sync_to_head(watcher: ChainWatcher, head: Callable[[], int], timeout_s
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30, every_s: float = 0.1) -> None:
     async with asyncio.timeout(timeout_s):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 (polls state another process writes)
             await asyncio.sleep(every_s)
 
 

@@ -1,0 +1,265 @@
+"""The daemon as an operator runs it: ``citadel-indexer`` subprocesses, killed with SIGKILL and restarted.
+
+Exactly-once across crashes: after any kill, the committed rows equal the chain up to the committed cursor (no
+partial batch), and after a restart the table equals the chain (no gap, no duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from indexer.devstack.anvil import Anvil
+from tests.support import evm
+from tests.support.sync import KnownWallet, actual_rows, add_wallet, eventually, expected_evm_rows, open_pool
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest_asyncio.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await open_pool(db_url)
+    yield p
+    await p.close()
+
+
+class Daemon:
+    """``python -m indexer run`` with a given environment; stderr kept in a file for the assertions."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "indexer", "run"], env=self.env, stdout=log,
+                                     stderr=log, cwd=REPO)
+        log.close()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def daemon_env(db_url: str, anvil: Anvil, tokens: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
+    env.update({
+        "CITADEL_DATABASE_URL": db_url,
+        "CITADEL_BSC__ENABLED": "true",
+        "CITADEL_BSC__RPC_URLS": json.dumps([anvil.url + "/?apikey=SECRETKEY42"]),
+        "CITADEL_BSC__CHAIN_ID": str(anvil.chain_id),
+        "CITADEL_BSC__TOKENS": json.dumps(tokens),
+        "CITADEL_BSC__POLL_INTERVAL_S": "0.1",
+        "CITADEL_BSC__CONFIRMATIONS": "5",
+        "CITADEL_METRICS_PORT": "0",
+        "CITADEL_LOG_FORMAT": "json",
+    })
+    env.update(extra)
+    return env
+
+
+async def cursor(pool: asyncpg.Pool) -> int:
+    value = await pool.fetchval("SELECT block_number FROM sync_cursors WHERE chain = 'bsc' AND stream = 'realtime'")
+    return -1 if value is None else int(value)
+
+
+def busy_history(anvil: Anvil, wallets: list[KnownWallet], token: str, blocks: int) -> None:
+    """A transfer touching a known wallet in almost every block."""
+    accounts = evm.accounts(anvil)
+    for i in range(blocks):
+        sender = accounts[8] if i % 3 else wallets[i % len(wallets)].address
+        to = wallets[(i + 1) % len(wallets)].address if i % 3 else accounts[9]
+        evm.token_transfer(anvil, token, sender, to, i + 1)
+
+
+async def test_kill9_during_catch_up_and_realtime_then_restart_loses_and_duplicates_nothing(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    anvil = anvil_factory(56)
+    accounts = evm.accounts(anvil)
+    token = evm.deploy_token(anvil, 18, "USDT")
+    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(a)) for a in accounts[1:4]]
+    for a in [*accounts[1:4], accounts[8]]:
+        evm.token_mint(anvil, token, accounts[0], a, 10**24)
+    busy_history(anvil, wallets, token, 240)
+    env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="4")
+
+    async def consistent_up_to_cursor() -> None:
+        done = await cursor(pool)
+        expected = [r for r in expected_evm_rows(anvil, wallets, [token], 0, max(done, 0)) if r[6] <= done]
+        assert [r for r in await actual_rows(pool, "bsc")] == expected
+
+    # 1. killed during catch-up
+    first = Daemon(env, tmp_path / "run1.log")
+    daemons.append(first)
+    first.start()
+    await eventually(lambda: _cursor_above(pool, 60), timeout_s=60)
+    first.kill9()
+    killed_at = await cursor(pool)
+    assert killed_at < evm.block_number(anvil) - 5, "the kill should land during catch-up"
+    await consistent_up_to_cursor()
+
+    # 2. restarted, caught up, then killed while following new blocks
+    second = Daemon(env, tmp_path / "run2.log")
+    daemons.append(second)
+    second.start()
+    await eventually(lambda: _cursor_above(pool, evm.block_number(anvil) - 1), timeout_s=90)
+    for _ in range(4):
+        busy_history(anvil, wallets, token, 5)
+        await asyncio.sleep(0.3)
+    second.kill9()
+    await consistent_up_to_cursor()
+    busy_history(anvil, wallets, token, 10)
+
+    # 3. restarted: resumes without gaps or duplicates
+    third = Daemon(env, tmp_path / "run3.log")
+    daemons.append(third)
+    third.start()
+    head = evm.block_number(anvil)
+    await eventually(lambda: _cursor_above(pool, head - 1), timeout_s=90)
+    assert third.stop() == 0
+    assert await actual_rows(pool, "bsc") == expected_evm_rows(anvil, wallets, [token], 0, head)
+    for daemon in (first, second, third):
+        assert "SECRETKEY42" not in daemon.log_text()
+
+
+async def _cursor_above(pool: asyncpg.Pool, block: int) -> bool:
+    return await cursor(pool) >= block
+
+
+async def test_daemon_serves_metrics_and_health_and_a_second_replica_stands_by(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    anvil = anvil_factory(56)
+    token = evm.deploy_token(anvil, 18, "USDT")
+    await add_wallet(pool, "bsc", evm.to_checksum(evm.accounts(anvil)[1]))
+    evm.mine(anvil, 20)
+    ports = []
+    for i in range(2):
+        from indexer.devstack.ports import free_port
+
+        port = free_port()
+        ports.append(port)
+        d = Daemon(daemon_env(db_url, anvil, {"USDT": token}, CITADEL_METRICS_PORT=str(port),
+                              CITADEL_LOG_FORMAT="text"), tmp_path / f"replica{i}.log")
+        daemons.append(d)
+        d.start()
+        if i == 0:
+            await eventually(lambda: _cursor_above(pool, 15), timeout_s=60)
+
+    def fetch(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    async def serving(port: int) -> bool:
+        try:
+            return (await asyncio.to_thread(fetch, port, "/healthz"))[0] in (200, 503)
+        except OSError:
+            return False
+
+    await eventually(lambda: serving(ports[1]), timeout_s=30)
+    status, body = await asyncio.to_thread(fetch, ports[0], "/metrics")
+    assert status == 200
+    assert 'citadel_watcher_up{chain="bsc"} 1.0' in body
+    assert "citadel_sync_cursor_block" in body and "citadel_rpc_requests_total" in body
+    assert "SECRETKEY42" not in body and "apikey" not in body  # endpoints are labelled redacted
+    status, body = await asyncio.to_thread(fetch, ports[0], "/healthz")
+    assert status == 200 and json.loads(body)["chains"]["bsc"]["status"] == "running"
+
+    async def standby() -> bool:
+        return json.loads((await asyncio.to_thread(fetch, ports[1], "/healthz"))[1])["chains"]["bsc"]["status"] \
+            == "standby"
+
+    await eventually(standby, timeout_s=30)
+    for d in daemons:
+        assert d.stop() == 0
+
+
+async def test_cli_migrate_is_idempotent_and_reports_status(pg_server_dsn: str, tmp_path: Path) -> None:
+    from tests.fixtures.postgres import create_database
+
+    url = await create_database(pg_server_dsn)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}, "CITADEL_DATABASE_URL": url}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "indexer", *args], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=REPO)
+
+    first = await asyncio.to_thread(run, "migrate")
+    assert first.returncode == 0 and "applied 001_initial_schema.sql" in first.stdout
+    second = await asyncio.to_thread(run, "migrate")
+    assert second.returncode == 0 and "nothing to apply" in second.stdout
+    status = await asyncio.to_thread(run, "migrate", "--status")
+    lines = status.stdout.strip().splitlines()
+    assert status.returncode == 0 and len(lines) >= 10
+    assert all(" applied " in line for line in lines) and lines[-1].startswith("010 ")
+    assert url.split("@")[0] not in first.stdout + first.stderr  # credentials never printed
+
+
+async def test_cli_backfill_reindexes_a_final_range_and_refuses_unfinalised_blocks(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str
+) -> None:
+    anvil = anvil_factory(56, extra_args=["--slots-in-an-epoch", "2"])  # finalized = head - 4
+    accounts = evm.accounts(anvil)
+    token = evm.deploy_token(anvil, 18, "USDT")
+    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(accounts[1]))]
+    evm.token_mint(anvil, token, accounts[0], accounts[8], 10**24)
+    busy_history(anvil, wallets, token, 30)
+    head = evm.block_number(anvil)
+    env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="7")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "indexer", "backfill", "--chain", "bsc", *args], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    refused = await asyncio.to_thread(run, "--from-block", "0", "--to-block", str(head))
+    assert refused.returncode == 2 and "above the final block" in refused.stderr
+    done = await asyncio.to_thread(run, "--from-block", "0", "--to-block", str(head - 5))
+    assert done.returncode == 0, done.stderr
+    assert "100.0%" in done.stderr  # progress lines
+    expected = [r for r in expected_evm_rows(anvil, wallets, [token], 0, head) if r[6] <= head - 5]
+    assert await actual_rows(pool, "bsc") == expected
+    again = await asyncio.to_thread(run, "--from-block", "0", "--to-block", str(head - 5))
+    assert again.returncode == 0 and await actual_rows(pool, "bsc") == expected
