@@ -10,11 +10,11 @@ Error tree::
     ChainError                      anything an adapter raises
     ├── RetryableChainError         transient: timeouts, 5xx, rate limits, truncated bodies; retry with backoff
     │   ├── RateLimited             429 / 403 / "lack of computing resources" / frequency-limit bodies
-    │   └── RangeTooLarge           the provider refused a log range; ``suggested_to`` when it proposed one
+    │   ├── RangeTooLarge           the provider refused a log range; ``suggested_to`` when it proposed one
+    │   └── MalformedResponse       a response without the documented shape (truncated JSON, missing fields)
     └── FatalChainError             retrying will not help: wrong chain id, malformed config, reorg past finality
         ├── ChainIdMismatch
-        └── MalformedResponse       a response that does not have the documented shape (also retryable once
-                                    on another endpoint, see ``RetryableChainError``)
+        └── ReorgTooDeep            the chain replaced a block the indexer had as final
 
 Every message is free of secrets: RPC URLs are shown through :func:`chains.redact.redact_url`.
 """
@@ -181,6 +181,11 @@ class ChainAdapter(Protocol):
         self, addresses: list[str], tokens: list[str]
     ) -> dict[tuple[str, str | None], int]:
         """Raw balances keyed by (address, token address or None for native)."""
+        ...
+
+    async def wait_for_new_head(self, timeout_s: float) -> None:
+        """Return when the node announces a new block (a websocket subscription, where one is configured) or after
+        ``timeout_s``, whichever comes first. Polling adapters simply sleep."""
         ...
 
     async def aclose(self) -> None: ...

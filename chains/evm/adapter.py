@@ -16,6 +16,7 @@ Native coin (``docs/data-model.md``):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -171,6 +172,10 @@ class EvmAdapter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def wait_for_new_head(self, timeout_s: float) -> None:
+        """This adapter polls: nothing announces blocks, so the caller's poll interval is simply waited out."""
+        await asyncio.sleep(timeout_s)
 
     async def aclose(self) -> None:
         await self.rpc.aclose()

@@ -185,6 +185,10 @@ class TronAdapter:
     def _skip(self, reason: str) -> None:
         self._observer.skipped_item(Chain.TRON.value, reason)
 
+    async def wait_for_new_head(self, timeout_s: float) -> None:
+        """This adapter polls: nothing announces blocks, so the caller's poll interval is simply waited out."""
+        await asyncio.sleep(timeout_s)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

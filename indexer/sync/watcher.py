@@ -154,10 +154,16 @@ class ChainWatcher:
             metrics.WATCHER_UP.labels(self.chain).set(0)
 
     async def _idle(self) -> None:
+        """Until the next poll, a new head announced by the node, or a wallet change, whichever comes first."""
+        head = asyncio.ensure_future(self.adapter.wait_for_new_head(self.cfg.poll_interval_s))
+        wallets = asyncio.ensure_future(self.wallet_changed.wait())
         try:
-            await asyncio.wait_for(self.wallet_changed.wait(), timeout=self.cfg.poll_interval_s)
-        except TimeoutError:
-            pass
+            await asyncio.wait({head, wallets}, timeout=self.cfg.poll_interval_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (head, wallets):
+                task.cancel()
+            await asyncio.gather(head, wallets, return_exceptions=True)
 
     async def step(self) -> bool:
         """One unit of work. True when more work is waiting right away."""
