@@ -17,6 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from indexer import metrics
@@ -95,6 +96,9 @@ class WalletBackfiller:
             address = state.stream.split(":", 2)[2]
             if address in watched:
                 groups[(state.block_number, state.target_block)][state.stream] = address
+            else:  # deactivated mid-way: its record goes with the next wallet reload; so does its gauge
+                with suppress(KeyError):
+                    metrics.BACKFILL_REMAINING_BLOCKS.remove(self.chain, state.stream)
         return groups
 
     async def _advance(self, done: int, target: int, streams: dict[str, str]) -> None:
