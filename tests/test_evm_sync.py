@@ -317,3 +317,37 @@ async def test_faulty_providers_slow_the_sync_but_never_change_the_result(
     await s.assert_table_matches_chain()
     assert injected >= 10
     assert "TOPSECRETKEY" not in caplog.text
+
+
+async def test_an_invalid_wallet_address_is_reported_and_skipped_not_fatal(
+    scene_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from indexer import metrics
+
+    s: Scene = scene_factory(56, 18)
+    (good,) = await s.register(s.accounts[1])
+    checksummed = evm.to_checksum(s.accounts[2])
+    i = next(i for i, c in enumerate(checksummed) if i > 1 and c.isalpha())
+    bad_checksum = checksummed[:i] + checksummed[i].swapcase() + checksummed[i + 1:]  # one letter's case flipped
+    await add_wallet(s.pool, "bsc", bad_checksum)  # passes the table's format check, fails EIP-55
+    evm.token_mint(s.anvil, s.usdt, s.deployer, good.address, 5)
+    evm.token_mint(s.anvil, s.usdt, s.deployer, s.accounts[2], 6)
+    caplog.set_level(logging.ERROR)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    await s.assert_table_matches_chain()  # only the valid wallet's rows
+    assert "invalid wallet address skipped" in caplog.text
+    assert metrics.WALLETS_INVALID.labels("bsc")._value.get() == 1
+
+
+async def test_a_node_on_another_chain_is_refused(scene_factory: Any) -> None:
+    from chains.base import ChainIdMismatch
+
+    s: Scene = scene_factory(137, 6)
+    wrong = EvmAdapter(Chain.BSC, [s.anvil.url], 56, timeout_s=5)
+    try:
+        watcher = ChainWatcher(wrong, ChainStore(s.pool, "bsc"), watcher_config(s.tokens))
+        with pytest.raises(ChainIdMismatch, match="56.*137|137.*56"):
+            await watcher.prepare()
+    finally:
+        await wrong.aclose()
