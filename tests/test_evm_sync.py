@@ -5,6 +5,7 @@ Every test ends by comparing ``transactions`` with an independent computation fr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from decimal import Context, Decimal
@@ -351,3 +352,26 @@ async def test_a_node_on_another_chain_is_refused(scene_factory: Any) -> None:
             await watcher.prepare()
     finally:
         await wrong.aclose()
+
+
+async def test_a_stalled_finality_signal_is_reported_and_not_trusted_forever(
+    scene_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from indexer import metrics
+
+    s: Scene = scene_factory(56, 18)  # anvil: finalized = head - 64, so it stays at 0 for this short chain
+    (k1,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 5)
+    evm.mine(s.anvil, 20)
+    caplog.set_level(logging.INFO)
+    watcher = s.make_watcher(confirmations=5, finality_stall_s=0.3)
+    await sync_to_head(watcher, s.head)
+    assert await s.pool.fetchval("SELECT status FROM transactions") == "pending"  # the node says nothing is final
+    assert metrics.FINALIZED_STALLED.labels("bsc")._value.get() == 0
+    await asyncio.sleep(0.4)
+    evm.mine(s.anvil, 1)
+    await sync_to_head(watcher, s.head)
+    assert metrics.FINALIZED_STALLED.labels("bsc")._value.get() == 1
+    assert "finality signal stalled" in caplog.text
+    # the depth rule (CONFIRMATIONS = 5) now applies: the transfer, 20 blocks deep, is confirmed
+    assert await s.pool.fetchval("SELECT status FROM transactions") == "confirmed"
