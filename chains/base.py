@@ -201,8 +201,9 @@ class RpcObserver(Protocol):
 
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None: ...
 
-    def skipped_item(self, chain: str, reason: str) -> None:
-        """A log or transaction left out because it was malformed or non-standard (``reason`` is a short code)."""
+    def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
+        """A log or transaction left out because it was malformed or non-standard (``reason`` is a short code,
+        ``where`` locates it: a transaction hash and log index, a block number)."""
         ...
 
 
@@ -210,5 +211,5 @@ class NullObserver:
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
         return None
 
-    def skipped_item(self, chain: str, reason: str) -> None:
+    def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         return None

@@ -5,7 +5,11 @@ Labels never carry secrets: RPC endpoints appear only in redacted form (``chains
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_log = logging.getLogger("citadel.skipped")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -87,5 +91,6 @@ class MetricsObserver:
         RPC_REQUESTS.labels(chain, endpoint, method, outcome).inc()
         RPC_DURATION.labels(chain, method).observe(duration_s)
 
-    def skipped_item(self, chain: str, reason: str) -> None:
+    def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         SKIPPED_ITEMS.labels(chain, reason).inc()
+        _log.warning("item skipped", extra={"fields": {"chain": chain, "reason": reason, "where": where}})

@@ -39,7 +39,7 @@ class RecordingObserver:
         self.outcomes[outcome] += 1
         self.endpoints.add(endpoint)
 
-    def skipped_item(self, chain: str, reason: str) -> None:
+    def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         self.skipped[reason] += 1
 
 

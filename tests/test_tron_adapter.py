@@ -37,7 +37,7 @@ class RecordingObserver:
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
         self.requests.append((chain, endpoint, method, outcome))
 
-    def skipped_item(self, chain: str, reason: str) -> None:
+    def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         self.skipped.append(reason)
 
 

@@ -182,8 +182,8 @@ class TronAdapter:
     async def _gather(self, items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) -> list[Any]:
         return list(await asyncio.gather(*(fn(item) for item in items)))
 
-    def _skip(self, reason: str) -> None:
-        self._observer.skipped_item(Chain.TRON.value, reason)
+    def _skip(self, reason: str, where: str = "") -> None:
+        self._observer.skipped_item(Chain.TRON.value, reason, where)
 
     async def wait_for_new_head(self, timeout_s: float) -> None:
         """This adapter polls: nothing announces blocks, so the caller's poll interval is simply waited out."""
