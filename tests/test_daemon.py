@@ -263,3 +263,59 @@ async def test_cli_backfill_reindexes_a_final_range_and_refuses_unfinalised_bloc
     assert await actual_rows(pool, "bsc") == expected
     again = await asyncio.to_thread(run, "--from-block", "0", "--to-block", str(head - 5))
     assert again.returncode == 0 and await actual_rows(pool, "bsc") == expected
+
+
+async def test_tron_kill9_then_restart_loses_and_duplicates_nothing(
+    pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    from indexer.devstack.tron_simulator import TronSimulator
+    from tests.test_tron_sync import API_KEY, expected_tron_rows
+
+    async with TronSimulator(api_key=API_KEY) as sim:
+        usdt = sim.deploy_trc20("USDT", 6)
+        people = [sim.new_address() for _ in range(4)]
+        for p in people:
+            sim.fund(p, 10**12)
+            sim.mint(usdt, p, 10**12)
+        wallets = [await add_wallet(pool, "tron", p) for p in people[:2]]
+        for i in range(150):  # a transfer touching a known wallet in every block
+            if i % 2:
+                sim.transfer_trc20(usdt, people[i % 4], people[(i + 1) % 4], i + 1)
+            else:
+                sim.transfer_trx(people[(i + 1) % 4], people[i % 4], i + 1)
+            sim.produce_block()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
+        env.update({
+            "CITADEL_DATABASE_URL": db_url,
+            "CITADEL_TRON__ENABLED": "true",
+            "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
+            "CITADEL_TRON__API_KEY": API_KEY,
+            "CITADEL_TRON__TOKENS": json.dumps({"USDT": usdt}),
+            "CITADEL_TRON__POLL_INTERVAL_S": "0.1",
+            "CITADEL_TRON__MAX_BLOCK_RANGE": "3",
+            "CITADEL_METRICS_PORT": "0",
+            "CITADEL_LOG_LEVEL": "DEBUG",
+        })
+
+        async def tron_cursor_above(block: int) -> bool:
+            value = await pool.fetchval(
+                "SELECT block_number FROM sync_cursors WHERE chain = 'tron' AND stream = 'realtime'")
+            return value is not None and value >= block
+
+        first = Daemon(env, tmp_path / "tron1.log")
+        daemons.append(first)
+        first.start()
+        await eventually(lambda: tron_cursor_above(60), timeout_s=60)
+        first.kill9()
+        for i in range(10):
+            sim.transfer_trx(people[2], people[i % 2], 1000 + i)
+            sim.produce_block()
+        second = Daemon(env, tmp_path / "tron2.log")
+        daemons.append(second)
+        second.start()
+        await eventually(lambda: tron_cursor_above(sim.head_number), timeout_s=90)
+        assert second.stop() == 0
+        assert await actual_rows(pool, "tron") == expected_tron_rows(sim, wallets, {usdt})
+        assert all(r.api_key == API_KEY for r in sim.requests)
+        for daemon in (first, second):
+            assert API_KEY not in daemon.log_text()
