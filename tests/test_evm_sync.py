@@ -375,3 +375,31 @@ async def test_a_stalled_finality_signal_is_reported_and_not_trusted_forever(
     assert "finality signal stalled" in caplog.text
     # the depth rule (CONFIRMATIONS = 5) now applies: the transfer, 20 blocks deep, is confirmed
     assert await s.pool.fetchval("SELECT status FROM transactions") == "confirmed"
+
+
+async def test_cached_balances_are_refreshed_exactly_from_the_chain(scene_factory: Any) -> None:
+    from indexer.sync.balances import BalanceRefresher
+
+    s: Scene = scene_factory(137, 6)
+    k1, k2 = await s.register(s.accounts[1], s.accounts[2])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 1_234_567)  # 1.234567 USDT
+    evm.token_mint(s.anvil, s.usdc, s.deployer, k1.address, 5)  # 0.000005 USDC
+    evm.token_mint(s.anvil, s.tst, s.deployer, k2.address, 10**18 + 1)
+    watcher = s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    refresher = BalanceRefresher(watcher, watcher.store)
+    assert await refresher.refresh_once() == 2  # the first pass covers every wallet
+    rows = {r["id"]: r for r in await s.pool.fetch("SELECT * FROM wallets")}
+    assert rows[k1.id]["balance_usdt"] == Decimal("1.234567")
+    assert rows[k1.id]["balance_usdc"] == Decimal("0.000005")
+    assert rows[k1.id]["balance_usd"] == Decimal("1.23")
+    assert rows[k2.id]["balance_tst"] == Decimal("1.000000000000000001")
+    assert rows[k1.id]["balance_native"] == Decimal(evm.native_balance(s.anvil, k1.address)).scaleb(
+        -18, context=Context(prec=100))
+    assert rows[k1.id]["last_balance_sync"] is not None
+    # later passes refresh only the wallets a new transfer touched
+    evm.token_transfer(s.anvil, s.usdt, k1.address, k2.address, 1_000_000)
+    await sync_to_head(watcher, s.head)
+    assert await refresher.refresh_once() == 2
+    assert await refresher.refresh_once() == 0
+    assert await s.pool.fetchval("SELECT balance_usdt FROM wallets WHERE id = $1", k2.id) == Decimal("1")

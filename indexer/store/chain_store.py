@@ -212,6 +212,18 @@ class ChainStore:
 
     # ------------------------------------------------------------------------------------------------ writes
 
+    async def write_balances(self, updates: Sequence[tuple[int, dict[str, Decimal]]]) -> None:
+        """Cached balances per wallet id; a column absent from a wallet's values is left as it is."""
+        columns = ("balance_native", "balance_usdt", "balance_usdc", "balance_tst", "balance_usd")
+        await self.pool.executemany(
+            """UPDATE wallets SET balance_native = COALESCE($2, balance_native),
+                   balance_usdt = COALESCE($3, balance_usdt), balance_usdc = COALESCE($4, balance_usdc),
+                   balance_tst = COALESCE($5, balance_tst), balance_usd = COALESCE($6, balance_usd),
+                   last_balance_sync = now()
+               WHERE id = $1 AND chain = $7""",
+            [(wallet_id, *(values.get(c) for c in columns), self.chain) for wallet_id, values in updates],
+        )
+
     async def drop_streams(self, streams: Sequence[str]) -> None:
         if streams:
             await self.pool.execute(

@@ -90,6 +90,7 @@ class ChainWatcher:
         self._wallets_loaded_at = 0.0
         self.caught_up = asyncio.Event()
         self.backfill_wakeup = asyncio.Event()
+        self.dirty_wallets: set[int] = set()  # wallet ids whose cached balance a new transfer changed
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -344,6 +345,7 @@ class ChainWatcher:
     async def _commit(self, batch: Batch, blocks: int) -> None:
         started = time.perf_counter()
         result = await self.store.commit(batch)
+        self.dirty_wallets.update(int(row[1]) for row in batch.rows)
         metrics.COMMIT_DURATION.labels(self.chain).observe(time.perf_counter() - started)
         metrics.TRANSFERS_INDEXED.labels(self.chain, batch.stream).inc(result.rows_written)
         metrics.BLOCKS_PROCESSED.labels(self.chain, batch.stream).inc(blocks)
