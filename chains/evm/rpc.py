@@ -56,6 +56,13 @@ from chains.base import (
 )
 from chains.evm.logs import classify_range_error
 from chains.redact import redact_url, scrub, scrub_urls
+from chains.transport import (
+    ConnectionFailed,
+    HttpStatusError,
+    TransientHttpStatus,
+    TransportTimeout,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,40 +154,14 @@ def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
     return RpcError(shown, code=code, rpc_message=message, data=data)
 
 
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, RateLimited):
-        return "rate_limited"
-    if isinstance(exc, RangeTooLarge):
-        return "range_too_large"
-    if isinstance(exc, MalformedResponse):
-        return "malformed"
-    if isinstance(exc, _Timeout):
-        return "timeout"
-    if isinstance(exc, _ConnectionFailed):
-        return "connection_error"
-    if isinstance(exc, _HttpStatus):
-        return "http_error"
-    return "rpc_error"
 
 
-class _Timeout(RetryableChainError):
-    pass
 
 
-class _ConnectionFailed(RetryableChainError):
-    pass
 
 
-class _HttpStatus(RetryableChainError):
-    pass
 
 
-class HttpStatusError(FatalChainError):
-    """An HTTP status that retrying will not fix (401, 403, 404...)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -341,7 +322,7 @@ class JsonRpcClient:
                 "chain": self.chain,
                 "endpoint": endpoint.label,
                 "method": method,
-                "outcome": _outcome(exc),
+                "outcome": outcome_of(exc),
             },
         )
 
@@ -361,7 +342,7 @@ class JsonRpcClient:
             value, outcome = interpret(reply)
             return value
         except ChainError as exc:
-            outcome = _outcome(exc)
+            outcome = outcome_of(exc)
             raise
         except _BatchRejected:
             outcome = "rpc_error"
@@ -380,17 +361,17 @@ class JsonRpcClient:
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
                 raw = await resp.read()
         except TimeoutError as exc:
-            raise _Timeout(f"{where}: no answer within {self.timeout_s} s") from exc
+            raise TransportTimeout(f"{where}: no answer within {self.timeout_s} s") from exc
         except aiohttp.ClientPayloadError as exc:
             raise MalformedResponse(f"{where}: truncated body ({self._clean(endpoint, exc)})") from exc
         except aiohttp.ClientConnectionError as exc:
-            raise _ConnectionFailed(f"{where}: connection failed ({self._clean(endpoint, exc)})") from exc
+            raise ConnectionFailed(f"{where}: connection failed ({self._clean(endpoint, exc)})") from exc
         except aiohttp.ClientError as exc:
-            raise _ConnectionFailed(f"{where}: HTTP client error ({self._clean(endpoint, exc)})") from exc
+            raise ConnectionFailed(f"{where}: HTTP client error ({self._clean(endpoint, exc)})") from exc
         if status == 429 or (status == 503 and retry_after is not None):
             raise RateLimited(f"{where}: HTTP {status} (rate limited)", retry_after)
         if status >= 500 or status == 408:
-            raise _HttpStatus(f"{where}: HTTP {status}")
+            raise TransientHttpStatus(f"{where}: HTTP {status}")
         if status >= 400 and not raw.lstrip().startswith((b"{", b"[")):
             text = raw[:200].decode(errors="replace")
             if _RATE_LIMIT_RE.search(text):
@@ -506,7 +487,7 @@ class JsonRpcClient:
                     f"{calls[i][0]} via {endpoint.label}: batch reply lacks this entry"
                 )
                 first_error = first_error or results[i]
-            return None, _outcome(first_error) if first_error is not None else "ok"
+            return None, outcome_of(first_error) if first_error is not None else "ok"
 
         try:
             await self._exchange(endpoint, label, payload, interpret)

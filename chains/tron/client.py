@@ -55,6 +55,13 @@ from chains.base import (
     RpcObserver,
 )
 from chains.redact import redact_url, scrub, scrub_urls
+from chains.transport import (
+    ConnectionFailed,
+    HttpStatusError,
+    TransientHttpStatus,
+    TransportTimeout,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +88,14 @@ class TronTransientError(RetryableChainError):
     """An ``Error`` body that reads transient (timeouts, busy node)."""
 
 
-class HttpStatusError(FatalChainError):
-    """An HTTP status that retrying will not fix (401 bad key, 404 API disabled, other 4xx)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
-class _Timeout(RetryableChainError):
-    pass
 
 
-class _ConnectionFailed(RetryableChainError):
-    pass
 
 
-class _HttpStatus(RetryableChainError):
-    pass
 
 
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, RateLimited):
-        return "rate_limited"
-    if isinstance(exc, MalformedResponse):
-        return "malformed"
-    if isinstance(exc, _Timeout):
-        return "timeout"
-    if isinstance(exc, _ConnectionFailed):
-        return "connection_error"
-    if isinstance(exc, _HttpStatus | HttpStatusError):
-        return "http_error"
-    return "rpc_error"
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -262,7 +245,7 @@ class TronHttpClient:
                 endpoint.cooldown_until = time.monotonic() + self._cooldown_s
             if not isinstance(exc, asyncio.CancelledError):
                 self._observer.rpc_request(
-                    CHAIN, endpoint.label, path, time.monotonic() - started, _outcome(exc)
+                    CHAIN, endpoint.label, path, time.monotonic() - started, outcome_of(exc)
                 )
             raise
         self._observer.rpc_request(CHAIN, endpoint.label, path, time.monotonic() - started, "ok")
@@ -277,17 +260,17 @@ class TronHttpClient:
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
                 raw = await resp.read()
         except TimeoutError as exc:
-            raise _Timeout(f"{where}: timed out") from exc
+            raise TransportTimeout(f"{where}: timed out") from exc
         except aiohttp.ClientError as exc:
             detail = self.clean(f"{type(exc).__name__}: {exc}")[:300]
-            raise _ConnectionFailed(f"{where}: {detail}") from None
+            raise ConnectionFailed(f"{where}: {detail}") from None
         if status != 200:
             snippet = self.clean(raw[:300].decode("utf-8", "replace")).replace("\n", " ")
             shown = f"{where}: HTTP {status}: {snippet}"
             if status in _RATE_LIMIT_STATUS:
                 raise RateLimited(shown, retry_after)
             if status >= 500 or status == 408:
-                raise _HttpStatus(shown)
+                raise TransientHttpStatus(shown)
             raise HttpStatusError(shown, status)
         try:
             value = orjson.loads(raw)

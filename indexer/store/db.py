@@ -13,10 +13,6 @@ log = logging.getLogger("citadel.db")
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "citadel-indexer"}
 
 
-class DatabaseConfigError(Exception):
-    pass
-
-
 def describe_dsn(dsn: str) -> str:
     """``host:port/dbname`` without user or password, for messages."""
     try:
@@ -30,23 +26,6 @@ def is_pooled_endpoint(dsn: str) -> bool:
     """PgBouncer in transaction mode (Neon's ``-pooler`` hosts) cannot carry LISTEN or session advisory locks."""
     host = urlsplit(dsn).hostname or ""
     return "-pooler" in host or "pgbouncer" in host
-
-
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
-    if is_pooled_endpoint(dsn):
-        raise DatabaseConfigError(
-            f"CITADEL_DATABASE_URL points at a pooled endpoint ({describe_dsn(dsn)}): the indexer needs LISTEN and "
-            "session advisory locks, use the direct endpoint (without -pooler)"
-        )
-    try:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, server_settings=SERVER_SETTINGS, command_timeout=120
-        )
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseConfigError(
-            f"cannot connect to the database at {describe_dsn(dsn)}: {type(exc).__name__}"
-        ) from None
-    return pool
 
 
 async def connect(dsn: str) -> Any:
