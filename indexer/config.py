@@ -44,7 +44,6 @@ ENV_PREFIX = "CITADEL_"
 CONFIG_FILE_ENV = "CITADEL_CONFIG"
 
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 class ConfigError(Exception):
@@ -75,16 +74,14 @@ def _valid_evm_address(address: str) -> str:
 
 
 def _valid_tron_address(address: str) -> str:
-    import hashlib
+    from chains.tron.address import decode_base58
 
-    if len(address) != 34 or address[0] != "T" or any(c not in _B58 for c in address):
+    if not address.startswith("T") or len(address) != 34:
         raise ValueError("malformed Tron address: expected 34 base58 characters starting with T")
-    num = 0
-    for char in address:
-        num = num * 58 + _B58.index(char)
-    raw = num.to_bytes(25, "big")
-    if hashlib.sha256(hashlib.sha256(raw[:21]).digest()).digest()[:4] != raw[21:] or raw[0] != 0x41:
-        raise ValueError("Tron address fails its base58check checksum")
+    try:
+        decode_base58(address)
+    except ValueError as exc:
+        raise ValueError(f"Tron address fails its base58check checksum ({exc})") from None
     return address
 
 
