@@ -81,7 +81,9 @@ def _valid_tron_address(address: str) -> str:
     try:
         decode_base58(address)
     except ValueError as exc:
-        raise ValueError(f"Tron address fails its base58check checksum ({exc})") from None
+        if "checksum" in str(exc):
+            raise ValueError("Tron address fails its base58check checksum") from None
+        raise ValueError(f"malformed Tron address: {exc}") from None
     return address
 
 
