@@ -64,15 +64,18 @@ def build_adapter(chain: Chain, cfg: ChainSettings) -> ChainAdapter:
         )
     from chains.evm.adapter import EvmAdapter
 
-    return EvmAdapter(
-        chain,
-        cfg.rpc_urls,
-        cfg.chain_id,
-        observer=observer,
-        timeout_s=cfg.request_timeout_s,
-        max_block_range=cfg.max_block_range,
-        address_filter_limit=cfg.address_filter_limit,
-    )
+    try:
+        return EvmAdapter(
+            chain,
+            cfg.rpc_urls,
+            cfg.chain_id,
+            observer=observer,
+            timeout_s=cfg.request_timeout_s,
+            max_block_range=cfg.max_block_range,
+            address_filter_limit=cfg.address_filter_limit,
+        )
+    except ValueError as exc:  # an unusable URL mix (only ws(s) URLs, say): the message names the setting
+        raise StartupError(str(exc)) from None
 
 
 def watcher_config(cfg: ChainSettings) -> WatcherConfig:
@@ -138,6 +141,8 @@ class Daemon:
                 f"CITADEL_DATABASE_URL points at a pooled endpoint ({db.describe_dsn(dsn)}): LISTEN and advisory "
                 "locks need the direct endpoint"
             )
+        for chain in self.settings.enabled_chains():  # fail before starting anything on an unusable RPC setting
+            await build_adapter(chain, self.settings.chain(chain)).aclose()
         await check_schema(dsn)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.address import is_checksum_address
@@ -38,6 +39,7 @@ from chains.base import (
     Transfer,
     TxReceipt,
 )
+from chains.evm.heads import NewHeadsSubscription
 from chains.evm.logs import (
     DEFAULT_ADDRESS_FILTER_LIMIT,
     DEFAULT_CONCURRENCY,
@@ -53,6 +55,7 @@ from chains.evm.logs import (
     unwrap_task_group,
 )
 from chains.evm.rpc import Call, JsonRpcClient, RpcError
+from chains.redact import redact_url
 
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _SELECTOR_SYMBOL = "0x95d89b41"
@@ -64,6 +67,25 @@ _NATIVE_SYMBOLS = {Chain.BSC: "BNB", Chain.POLYGON: "POL"}
 
 class BlockNotAvailable(RetryableChainError):
     """The node does not (yet) have a block that was asked for: a lagging node behind a load balancer."""
+
+
+def split_rpc_urls(urls: list[str]) -> tuple[list[str], list[str]]:
+    """``(http, ws)``: http(s) URLs serve requests, ws(s) URLs new-head subscriptions; each keeps its order.
+    Any other scheme is refused (the settings already validate it; this guards direct construction)."""
+    http: list[str] = []
+    ws: list[str] = []
+    for url in urls:
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError:
+            scheme = ""
+        if scheme in ("http", "https"):
+            http.append(url)
+        elif scheme in ("ws", "wss"):
+            ws.append(url)
+        else:
+            raise ValueError(f"RPC URL {redact_url(url)}: expected http(s):// or ws(s)://")
+    return http, ws
 
 
 def normalise_evm_address(address: str) -> str:
@@ -132,7 +154,11 @@ def decode_symbol(result: str) -> str:
 
 
 class EvmAdapter:
-    """BSC / Polygon PoS adapter. ``async with`` or :meth:`aclose`."""
+    """BSC / Polygon PoS adapter. ``async with`` or :meth:`aclose`.
+
+    Of ``rpc_urls`` (tried in order), the http(s) ones serve every request; the ws(s) ones only feed a new-head
+    subscription (:mod:`chains.evm.heads`) that wakes :meth:`wait_for_new_head`. At least one http(s) URL is needed.
+    """
 
     native_decimals = 18
 
@@ -160,8 +186,17 @@ class EvmAdapter:
         self.address_filter_limit = address_filter_limit
         self.position_limit = position_limit
         self.concurrency = concurrency
+        http_urls, ws_urls = split_rpc_urls(rpc_urls)
+        if rpc is None and not http_urls:
+            raise ValueError(
+                f"CITADEL_{chain.name}__RPC_URLS: {chain} needs at least one http(s) URL for requests; "
+                "ws(s) URLs are used for new-head subscriptions"
+            )
         self.rpc = rpc or JsonRpcClient(
-            rpc_urls, chain=str(chain), timeout_s=timeout_s, max_attempts=max_attempts, observer=self.observer
+            http_urls, chain=str(chain), timeout_s=timeout_s, max_attempts=max_attempts, observer=self.observer
+        )
+        self.heads: NewHeadsSubscription | None = (
+            NewHeadsSubscription(ws_urls, chain=str(chain), observer=self.observer) if ws_urls else None
         )
         # one sizer per kind of query: the learned provider limit and the log density differ
         self._token_sizer = RangeSizer(max_block_range, cap=max_block_range)
@@ -174,11 +209,19 @@ class EvmAdapter:
         await self.aclose()
 
     async def wait_for_new_head(self, timeout_s: float) -> None:
-        """This adapter polls: nothing announces blocks, so the caller's poll interval is simply waited out."""
-        await asyncio.sleep(timeout_s)
+        """Until the websocket subscription announces a head (see :mod:`chains.evm.heads`), or ``timeout_s``.
+        Without a ws(s) URL the adapter polls: the caller's poll interval is simply waited out."""
+        if self.heads is None:
+            await asyncio.sleep(timeout_s)
+        else:
+            await self.heads.wait(timeout_s)
 
     async def aclose(self) -> None:
-        await self.rpc.aclose()
+        try:
+            if self.heads is not None:
+                await self.heads.aclose()
+        finally:
+            await self.rpc.aclose()
 
     # ------------------------------------------------------------------------------------------- identity
 
