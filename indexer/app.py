@@ -8,7 +8,8 @@ Daemon shape::
     └── per enabled chain (own task, own failure domain):
         ├── writer lock                      session advisory lock: one writer per chain across replicas
         ├── ChainWatcher.run                 catch-up, follow, reorgs
-        └── WalletBackfiller.run             history of wallets added while running
+        ├── WalletBackfiller.run             history of wallets added while running
+        └── BalanceRefresher.run             cached balances in wallets (touched wallets soon, all every 5 min)
 
 A chain whose watcher stops on a fatal error (wrong chain id, reorg past finality) is reported and left stopped;
 the other chains go on. Shutdown (SIGINT/SIGTERM) cancels the tasks; every batch is one transaction, so an
@@ -36,6 +37,7 @@ from indexer.store import db
 from indexer.store.chain_store import ChainStore, prepare_connection
 from indexer.store.migrate import migration_status
 from indexer.sync.backfill import WalletBackfiller
+from indexer.sync.balances import BalanceRefresher
 from indexer.sync.watcher import ChainWatcher, WatcherConfig
 
 log = logging.getLogger("citadel.app")
@@ -193,9 +195,11 @@ class Daemon:
             self.status[name] = "running"
             log.info("watching", extra={"fields": {"chain": name, "start_block": cfg.start_block}})
             backfiller = WalletBackfiller(watcher, cfg.max_block_range)
+            balances = BalanceRefresher(watcher, watcher.store)
             async with asyncio.TaskGroup() as group:
                 group.create_task(watcher.run())
                 group.create_task(backfiller.run())
+                group.create_task(balances.run())
         except* FatalChainError as errors:
             for exc in errors.exceptions:
                 log.critical("chain watcher stopped", extra={"fields": {"chain": name, "error": str(exc)}})

@@ -344,15 +344,16 @@ class EvmAdapter:
         emitter = str(entry.get("address", "")).lower()
         if emitter not in emitters:
             return None
+        where = f"tx {entry.get('transactionHash')} log {entry.get('logIndex')}"
         if not isinstance(topics, list) or not isinstance(data, str) or len(topics) < from_pos + 2:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer")
+            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
             return None
         if len(data) < 66:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer")
+            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
             return None
         from_t, to_t = topics[from_pos], topics[from_pos + 1]
         if not isinstance(from_t, str) or not isinstance(to_t, str) or len(from_t) < 42 or len(to_t) < 42:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer")
+            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
             return None
         sender = "0x" + from_t[-40:].lower()
         receiver = "0x" + to_t[-40:].lower()
@@ -374,7 +375,7 @@ class EvmAdapter:
                 block_timestamp=int(ts, 16) if isinstance(ts, str) else None,
             )
         except (KeyError, TypeError, ValueError):
-            self.observer.skipped_item(self.chain, "malformed_log")
+            self.observer.skipped_item(self.chain, "malformed_log", where)
             return None
 
     async def _top_level_native_transfers(
