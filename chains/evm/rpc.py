@@ -318,12 +318,12 @@ class JsonRpcClient:
         endpoint.cooldown_until = time.monotonic() + cooldown
         log.warning(
             "rpc request failed, endpoint cooling down",
-            extra={
+            extra={"fields": {
                 "chain": self.chain,
                 "endpoint": endpoint.label,
                 "method": method,
                 "outcome": outcome_of(exc),
-            },
+            }},
         )
 
     # ------------------------------------------------------------------------------------------- transport
@@ -425,7 +425,7 @@ class JsonRpcClient:
                         endpoint.batches_ok = False
                         log.warning(
                             "rpc endpoint refuses batches, sending single calls",
-                            extra={"chain": self.chain, "endpoint": endpoint.label},
+                            extra={"fields": {"chain": self.chain, "endpoint": endpoint.label}},
                         )
                         await self._singles(endpoint, calls, pending, results)
                 else:
