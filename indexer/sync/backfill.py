@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from indexer import metrics
 from indexer.store.chain_store import Batch, StreamState
-from indexer.sync.rows import transfer_rows
+from indexer.sync.rows import TransferRow, transfer_rows
 from indexer.sync.wallets import WALLET_STREAM_PREFIX
 from indexer.sync.watcher import ChainWatcher
 
@@ -52,9 +52,9 @@ class Progress:
         )
 
 
-async def _range_rows(watcher: ChainWatcher, first: int, last: int, watched: frozenset[str]) -> list[tuple]:  # type: ignore[type-arg]
+async def _range_rows(watcher: ChainWatcher, first: int, last: int, watched: frozenset[str]) -> list[TransferRow]:
     transfers = await watcher.adapter.transfers(first, last, watched, watcher.token_addresses)
-    transfers = await watcher._with_timestamps(transfers, {})
+    transfers = await watcher.with_timestamps(transfers, {})
     return transfer_rows(
         transfers,
         watcher.wallets.by_address,
@@ -127,7 +127,7 @@ async def backfill_blocks(
     if first > last:
         raise BackfillError(f"--from-block {first} is above --to-block {last}")
     head = await watcher.adapter.head()
-    final = await watcher._final_number(head)
+    final = await watcher.final_number_for(head)
     watcher.head_number, watcher.final_number = head.number, final
     if last > final:
         raise BackfillError(

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import asyncpg
@@ -170,7 +170,7 @@ class ChainWatcher:
         """One unit of work. True when more work is waiting right away."""
         await self._refresh_wallets()
         head = await self.adapter.head()
-        final = await self._final_number(head)
+        final = await self.final_number_for(head)
         self.head_number, self.final_number = head.number, final
         metrics.HEAD_BLOCK.labels(self.chain).set(head.number)
         metrics.FINALIZED_BLOCK.labels(self.chain).set(final)
@@ -190,7 +190,7 @@ class ChainWatcher:
         metrics.LAG_BLOCKS.labels(self.chain).set(max(head.number - self.cursor, 0))
         return more
 
-    async def _final_number(self, head: BlockRef) -> int:
+    async def final_number_for(self, head: BlockRef) -> int:
         """The node's finality signal; the configured depth where it has none. A signal that has not moved for
         ``finality_stall_s`` is reported (metric, log) and no longer trusted on its own: the depth rule then
         applies as well, so confirmations keep moving and the window stays bounded."""
@@ -224,7 +224,7 @@ class ChainWatcher:
         anchor = await self.adapter.block_ref(last)
         if anchor is None:
             raise InconsistentBlocks(f"block {last} vanished")
-        transfers = await self._with_timestamps(transfers, {})
+        transfers = await self.with_timestamps(transfers, {})
         settle = await self._receipts_up_to(last, final, {})
         rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
                              final_number=final)
@@ -261,7 +261,7 @@ class ChainWatcher:
         for t in transfers:
             if hashes.get(t.block_number) != t.block_hash:
                 raise InconsistentBlocks(f"transfer in block {t.block_number} is from another fork")
-        transfers = await self._with_timestamps(transfers, {b.number: b.timestamp for b in refs})
+        transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in refs})
         settle = await self._receipts_up_to(last, final, hashes)
         rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
                              final_number=final)
@@ -323,7 +323,7 @@ class ChainWatcher:
                 out.append(receipt)
         return out
 
-    async def _with_timestamps(self, transfers: list[Transfer], known: dict[int, int]) -> list[Transfer]:
+    async def with_timestamps(self, transfers: list[Transfer], known: dict[int, int]) -> list[Transfer]:
         missing = sorted({t.block_number for t in transfers if t.block_timestamp is None} - known.keys())
         if missing:
             sem = asyncio.Semaphore(8)
@@ -337,8 +337,6 @@ class ChainWatcher:
             await asyncio.gather(*(one(n) for n in missing))
         if not known:
             return transfers
-        from dataclasses import replace
-
         return [t if t.block_timestamp is not None else replace(t, block_timestamp=known.get(t.block_number))
                 for t in transfers]
 
@@ -375,7 +373,7 @@ class ChainWatcher:
             for t in transfers:
                 if self.window.hash_at(t.block_number) != t.block_hash:
                     raise InconsistentBlocks("rescan saw another fork; retrying")
-            transfers = await self._with_timestamps(transfers, {b.number: b.timestamp for b in self.window.blocks})
+            transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in self.window.blocks})
             rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=self.head_number,
                                  final_number=self.final_number)
         target = max(anchor, self.cfg.start_block - 1)
