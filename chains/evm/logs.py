@@ -333,13 +333,16 @@ async def fetch_logs(
     in_flight = 0
     changed = asyncio.Condition()
 
+    # a range no bigger than the provider's limit is still cut in ``concurrency`` pieces, so the workers share it
+    fair_share = max(1, -(-(last - first + 1) // concurrency))
+
     def next_range() -> tuple[int, int] | None:
         nonlocal cursor
         if pending:
             return pending.pop()
         if cursor > last:
             return None
-        start, end = cursor, min(last, cursor + sizer.size - 1)
+        start, end = cursor, min(last, cursor + min(sizer.size, fair_share) - 1)
         cursor = end + 1
         return start, end
 

@@ -91,6 +91,8 @@ class ChainWatcher:
         self.caught_up = asyncio.Event()
         self.backfill_wakeup = asyncio.Event()
         self.dirty_wallets: set[int] = set()  # wallet ids whose cached balance a new transfer changed
+        self._prefetch: tuple[tuple[int, int, frozenset[str], frozenset[str]],
+                              asyncio.Task[tuple[list[Transfer], BlockRef]]] | None = None
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -152,6 +154,7 @@ class ChainWatcher:
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, self.cfg.max_backoff_s)
         finally:
+            self._drop_prefetch()
             metrics.WATCHER_UP.labels(self.chain).set(0)
 
     async def _idle(self) -> None:
@@ -218,13 +221,14 @@ class ChainWatcher:
     # ------------------------------------------------------------------------------------------------ catch-up
 
     async def _catch_up(self, head: BlockRef, final: int) -> None:
+        """One range of final blocks. The next range is fetched while this one commits (the node and the database
+        work at the same time); a prefetch made for another watch set or token set is discarded."""
         first = self.cursor + 1
         last = min(final, self.cursor + self.cfg.catchup_range)
-        transfers = await self.adapter.transfers(first, last, self.wallets.addresses, self.token_addresses)
-        anchor = await self.adapter.block_ref(last)
-        if anchor is None:
-            raise InconsistentBlocks(f"block {last} vanished")
-        transfers = await self.with_timestamps(transfers, {})
+        transfers, anchor = await self._take_prefetch(first, last)
+        following = (last + 1, min(final, last + self.cfg.catchup_range))
+        if following[0] <= following[1]:
+            self._start_prefetch(*following)
         settle = await self._receipts_up_to(last, final, {})
         rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
                              final_number=final)
@@ -235,6 +239,36 @@ class ChainWatcher:
         )
         self.window.reset(anchor)
         self.cursor = last
+
+    async def _fetch_final_range(self, first: int, last: int) -> tuple[list[Transfer], BlockRef]:
+        transfers = await self.adapter.transfers(first, last, self.wallets.addresses, self.token_addresses)
+        anchor = await self.adapter.block_ref(last)
+        if anchor is None:
+            raise InconsistentBlocks(f"block {last} vanished")
+        return await self.with_timestamps(transfers, {}), anchor
+
+    def _prefetch_key(self, first: int, last: int) -> tuple[int, int, frozenset[str], frozenset[str]]:
+        return first, last, self.wallets.addresses, self.token_addresses
+
+    def _start_prefetch(self, first: int, last: int) -> None:
+        self._drop_prefetch()
+        task = asyncio.create_task(self._fetch_final_range(first, last), name=f"prefetch-{self.chain}-{first}")
+        self._prefetch = (self._prefetch_key(first, last), task)
+
+    async def _take_prefetch(self, first: int, last: int) -> tuple[list[Transfer], BlockRef]:
+        if self._prefetch is not None and self._prefetch[0] == self._prefetch_key(first, last):
+            task = self._prefetch[1]
+            self._prefetch = None
+            return await task
+        self._drop_prefetch()
+        return await self._fetch_final_range(first, last)
+
+    def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            task = self._prefetch[1]
+            task.cancel()
+            task.add_done_callback(_consume_outcome)
+            self._prefetch = None
 
     # ------------------------------------------------------------------------------------------------ follow
 
@@ -383,6 +417,12 @@ class ChainWatcher:
         self.wallets.rescan_done(added)
         self.backfill_wakeup.set()
         log.info("wallets added", extra={"fields": {"chain": self.chain, "count": len(added), "backfill_to": target}})
+
+
+def _consume_outcome(task: asyncio.Task[tuple[list[Transfer], BlockRef]]) -> None:
+    """A discarded prefetch's result or error is of no interest; retrieving it keeps asyncio from warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["REALTIME", "ChainWatcher", "WalletRef", "WatcherConfig"]
