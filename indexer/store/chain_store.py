@@ -99,6 +99,23 @@ UPDATE transactions p SET log_index = g.log_index, from_address = g.from_address
 FROM gone g WHERE p.id = g.pid
 """
 
+# The common case: no platform row waits for a match, and rows were de-duplicated in Python.
+INSERT_SQL = f"""
+INSERT INTO transactions (chain, source, {_COLS})
+SELECT $1, 'indexer', {_COLS} FROM staging_transfers
+ON CONFLICT (chain, tx_hash, log_index, wallet_id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _CHAIN_FACTS if c != "log_index")},
+    status = EXCLUDED.status,
+    confirmations = EXCLUDED.confirmations,
+    tx_type = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.tx_type ELSE transactions.tx_type END,
+    token = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.token ELSE transactions.token END,
+    value_usd = EXCLUDED.value_usd
+"""  # noqa: S608
+
+UNMATCHED_PLATFORM_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM transactions WHERE chain = $1 AND source = 'platform' AND log_index IS NULL)"
+)
+
 ROLLBACK_SQL = (
     "DELETE FROM transactions WHERE chain = $1 AND source = 'indexer' AND block_number > $2",
     """UPDATE transactions SET block_number = NULL, block_hash = NULL, block_timestamp = NULL, tx_index = NULL,
@@ -239,10 +256,13 @@ class ChainStore:
                 rolled_back = int(status.split()[-1])
                 for sql in ROLLBACK_SQL[1:]:
                     await conn.execute(sql, self.chain, batch.rollback_to)
+            platform_waiting = await conn.fetchval(UNMATCHED_PLATFORM_SQL, self.chain)
             if batch.rows:
-                await conn.copy_records_to_table("staging_transfers", records=batch.rows, columns=ROW_COLUMNS)
-                status = await conn.execute(UPSERT_SQL, self.chain)
+                rows = list({(r[2], r[3], r[1]): r for r in batch.rows}.values())  # (tx_hash, log_index, wallet)
+                await conn.copy_records_to_table("staging_transfers", records=rows, columns=ROW_COLUMNS)
+                status = await conn.execute(UPSERT_SQL if platform_waiting else INSERT_SQL, self.chain)
                 written = int(status.split()[-1])
+            if platform_waiting:
                 await self._merge_late_platform_rows(conn)
             if batch.settle:
                 await self._settle(conn, batch)
