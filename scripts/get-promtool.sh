@@ -33,7 +33,9 @@ done
 
 mkdir -p "$cache/deb"
 # apt-get download writes into the current directory; as root it warns that the download is unsandboxed
-if ! (cd "$cache/deb" && apt-get download -q prometheus >"$cache/deb/apt.log" 2>&1); then
+download() { (cd "$cache/deb" && apt-get download -q prometheus >"$cache/deb/apt.log" 2>&1); }
+# a fresh machine may have no package index yet: refresh it once (as root) and try again
+if ! download && { [ "$(id -u)" != 0 ] || ! apt-get update -q >"$cache/deb/update.log" 2>&1 || ! download; }; then
     echo "get-promtool: 'apt-get download prometheus' failed (no package index or no network?):" >&2
     tail -n 5 "$cache/deb/apt.log" >&2
     exit 1
