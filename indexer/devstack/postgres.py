@@ -18,6 +18,7 @@ Every server started here is stopped at interpreter exit (``atexit``) even if th
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -138,6 +139,42 @@ def _ensure_run_as_user() -> str | None:
     return RUN_AS_USER
 
 
+def _reachable_bin_dir(bin_dir: Path, run_as: str | None) -> Path:
+    """``bin_dir``, or a copy of its install tree the unprivileged user can execute.
+
+    The wheel's binaries live inside the venv, and a venv in a private directory (a mode-700 temporary folder, a
+    home directory) cannot be traversed by ``run_as``. The install tree (~35 MB) is then copied once into a shared
+    cache (``/var/tmp/citadel-pginstall/<key>``, world-readable), keyed by its source path and modification time.
+    """
+    if run_as is None:
+        return bin_dir
+    probe = _run(run_as, ["test", "-x", str(bin_dir / "initdb")], check=False)
+    if probe.returncode == 0:
+        return bin_dir
+    install = bin_dir.parent  # .../site-packages/pgserver/pginstall
+    package = install.parent  # .../site-packages/pgserver
+    # auditwheel's libraries: the binaries find them at $ORIGIN/../../../pgserver.libs
+    libs = package.parent / f"{package.name}.libs"
+    key = hashlib.sha256(f"{install.resolve()}:{(bin_dir / 'initdb').stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    cache_root = Path(os.environ.get("CITADEL_PG_BIN_CACHE", "/var/tmp/citadel-pginstall"))
+    target = cache_root / key
+    if not (target / package.name / install.name / bin_dir.name / "initdb").exists():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(cache_root, 0o755)
+        staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache_root))
+        tree = staging / "tree"
+        shutil.copytree(install, tree / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tree / libs.name, symlinks=True)
+        os.chmod(staging, 0o755)
+        try:
+            tree.rename(target)
+        except OSError:  # another process won the race: its copy is as good
+            pass
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / package.name / install.name / bin_dir.name
+
+
 def _scratch_parent() -> str | None:
     """Where the data directory goes: ``CITADEL_PG_TMPDIR``, else /dev/shm when usable (RAM: CREATE DATABASE is
     ~25x faster than on a disk-backed /tmp, which matters for a database per test), else the system temp dir."""
@@ -178,6 +215,7 @@ def start_postgres(prefer: Literal["16", "15"] = "16", *, allow_fallback: bool =
         )
 
     run_as = _ensure_run_as_user()
+    bin_dir = _reachable_bin_dir(bin_dir, run_as)
     base_dir = Path(tempfile.mkdtemp(prefix=f"citadel-pg{version}-", dir=_scratch_parent()))
     try:
         if run_as is not None:
