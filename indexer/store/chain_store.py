@@ -47,6 +47,17 @@ _CHAIN_FACTS = (
 
 # Rows another service inserted (source 'platform', log_index NULL until matched) take the chain's facts of the
 # first matching transfer of their (tx_hash, wallet); the rest is inserted as indexer rows.
+# A replayed transfer rewrites the chain's facts; the platform's own description of its rows (type, symbol) stays.
+_ON_CONFLICT = f"""ON CONFLICT (chain, tx_hash, log_index, wallet_id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _CHAIN_FACTS if c != "log_index")},
+    status = EXCLUDED.status,
+    confirmations = EXCLUDED.confirmations,
+    tx_type = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.tx_type ELSE transactions.tx_type END,
+    token = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.token ELSE transactions.token END,
+    value_usd = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.value_usd
+                     ELSE COALESCE(transactions.value_usd, EXCLUDED.value_usd) END
+"""
+
 # (only the column-name constants above are formatted into the text; values are parameters)
 UPSERT_SQL = f"""
 WITH s AS (
@@ -71,14 +82,7 @@ SELECT $1, 'indexer', {_S_COLS} FROM s
 WHERE NOT EXISTS (
     SELECT 1 FROM claimed c WHERE c.tx_hash = s.tx_hash AND c.log_index = s.log_index AND c.wallet_id = s.wallet_id
 )
-ON CONFLICT (chain, tx_hash, log_index, wallet_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _CHAIN_FACTS if c != "log_index")},
-    status = EXCLUDED.status,
-    confirmations = EXCLUDED.confirmations,
-    tx_type = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.tx_type ELSE transactions.tx_type END,
-    token = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.token ELSE transactions.token END,
-    value_usd = EXCLUDED.value_usd
-"""  # noqa: S608
+{_ON_CONFLICT}"""  # noqa: S608
 
 MERGE_LATE_PLATFORM_SQL = """
 WITH pairs AS (
@@ -103,14 +107,7 @@ FROM gone g WHERE p.id = g.pid
 INSERT_SQL = f"""
 INSERT INTO transactions (chain, source, {_COLS})
 SELECT $1, 'indexer', {_COLS} FROM staging_transfers
-ON CONFLICT (chain, tx_hash, log_index, wallet_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _CHAIN_FACTS if c != "log_index")},
-    status = EXCLUDED.status,
-    confirmations = EXCLUDED.confirmations,
-    tx_type = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.tx_type ELSE transactions.tx_type END,
-    token = CASE WHEN transactions.source = 'indexer' THEN EXCLUDED.token ELSE transactions.token END,
-    value_usd = EXCLUDED.value_usd
-"""  # noqa: S608
+{_ON_CONFLICT}"""  # noqa: S608
 
 UNMATCHED_PLATFORM_SQL = (
     "SELECT EXISTS (SELECT 1 FROM transactions WHERE chain = $1 AND source = 'platform' AND log_index IS NULL)"
