@@ -83,3 +83,10 @@ def test_native_transfers_carry_no_token_address_and_no_price() -> None:
                          head_number=100, final_number=90)
     assert col(rows[0], "token") == "BNB" and col(rows[0], "token_address") is None
     assert col(rows[0], "amount") == Decimal(1) and col(rows[0], "value_usd") is None
+
+
+def test_row_block_number_reads_the_block_number_column() -> None:
+    from indexer.sync.rows import row_block_number
+
+    rows = transfer_rows([transfer(C, A, 1, block=1234)], WALLETS, TOKENS, head_number=2000, final_number=90)
+    assert row_block_number(rows[0]) == 1234 == col(rows[0], "block_number")

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from chains.base import BlockRef, TxReceipt
-from indexer.sync.rows import ROW_COLUMNS, TransferRow
+from indexer.sync.rows import ROW_COLUMNS, TransferRow, row_block_number
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
@@ -108,6 +108,10 @@ INSERT_SQL = f"""
 INSERT INTO transactions (chain, source, {_COLS})
 SELECT $1, 'indexer', {_COLS} FROM staging_transfers
 {_ON_CONFLICT}"""  # noqa: S608
+
+ROWS_IN_RANGE_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM transactions WHERE chain = $1 AND block_number BETWEEN $2 AND $3)"
+)
 
 UNMATCHED_PLATFORM_SQL = (
     "SELECT EXISTS (SELECT 1 FROM transactions WHERE chain = $1 AND source = 'platform' AND log_index IS NULL)"
@@ -256,9 +260,7 @@ class ChainStore:
             platform_waiting = await conn.fetchval(UNMATCHED_PLATFORM_SQL, self.chain)
             if batch.rows:
                 rows = list({(r[2], r[3], r[1]): r for r in batch.rows}.values())  # (tx_hash, log_index, wallet)
-                await conn.copy_records_to_table("staging_transfers", records=rows, columns=ROW_COLUMNS)
-                status = await conn.execute(UPSERT_SQL if platform_waiting else INSERT_SQL, self.chain)
-                written = int(status.split()[-1])
+                written = await self._write_rows(conn, rows, platform_waiting)
             if platform_waiting:
                 await self._merge_late_platform_rows(conn)
             if batch.settle:
@@ -286,6 +288,26 @@ class ChainStore:
             if batch.head is not None and batch.final is not None:
                 await self._refresh_confirmations(conn, batch.head, batch.final)
         return CommitResult(rows_written=written, rows_rolled_back=rolled_back)
+
+    async def _write_rows(self, conn: Any, rows: list[TransferRow], platform_waiting: bool) -> int:
+        """Fresh blocks (catch-up, the head): no row of this chain exists in their range yet, so the rows are
+        COPYed straight into ``transactions``; a concurrent writer (a backfill) that got there first makes the COPY
+        fail on the natural key, and the batch then goes through the staging table and the upsert instead."""
+        first = min(row_block_number(r) for r in rows)
+        last = max(row_block_number(r) for r in rows)
+        if not platform_waiting and not await conn.fetchval(ROWS_IN_RANGE_SQL, self.chain, first, last):
+            try:
+                async with conn.transaction():  # a savepoint
+                    status = await conn.copy_records_to_table(
+                        "transactions", records=[(self.chain, "indexer", *r) for r in rows],
+                        columns=("chain", "source", *ROW_COLUMNS),
+                    )
+                return int(status.split()[-1])
+            except asyncpg.UniqueViolationError:
+                pass
+        await conn.copy_records_to_table("staging_transfers", records=rows, columns=ROW_COLUMNS)
+        status = await conn.execute(UPSERT_SQL if platform_waiting else INSERT_SQL, self.chain)
+        return int(status.split()[-1])
 
     async def _write_window(self, conn: Any, batch: Batch) -> None:
         if batch.window_reset is not None:

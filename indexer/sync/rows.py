@@ -85,6 +85,10 @@ TransferRow = tuple[
 ]
 
 
+def row_block_number(row: TransferRow) -> int:
+    return row[18]  # ROW_COLUMNS.index("block_number"), checked by a test
+
+
 def scale(amount_raw: int, decimals: int) -> Decimal:
     """``amount_raw / 10**decimals`` exactly (no float, no context rounding)."""
     return _EXACT.scaleb(Decimal(amount_raw), -decimals)
