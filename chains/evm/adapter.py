@@ -339,44 +339,44 @@ class EvmAdapter:
         self, entry: Log, from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool
     ) -> Transfer | None:
         """A Transfer (ERC20, ``from_pos`` 1) or LogTransfer (Polygon, ``from_pos`` 2) log as a Transfer;
-        None when it is not ours or not standard (reported to the observer)."""
-        topics, data = entry.get("topics"), entry.get("data")
-        emitter = str(entry.get("address", "")).lower()
-        if emitter not in emitters:
-            return None
-        where = f"tx {entry.get('transactionHash')} log {entry.get('logIndex')}"
-        if not isinstance(topics, list) or not isinstance(data, str) or len(topics) < from_pos + 2:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
-            return None
-        if len(data) < 66:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
-            return None
-        from_t, to_t = topics[from_pos], topics[from_pos + 1]
-        if not isinstance(from_t, str) or not isinstance(to_t, str) or len(from_t) < 42 or len(to_t) < 42:
-            self.observer.skipped_item(self.chain, "nonstandard_transfer", where)
-            return None
-        sender = "0x" + from_t[-40:].lower()
-        receiver = "0x" + to_t[-40:].lower()
-        if sender not in watched and receiver not in watched:
-            return None
+        None when it is not ours or not standard (reported to the observer). On the catch-up hot path: one pass,
+        no work for logs that are not ours."""
         try:
-            amount = int(data[2:66], 16)
+            emitter = entry["address"].lower()
+            if emitter not in emitters:
+                return None
+            topics, data = entry["topics"], entry["data"]
+            if len(topics) < from_pos + 2 or len(data) < 66:
+                self._skip_log(entry, "nonstandard_transfer")
+                return None
+            from_t, to_t = topics[from_pos], topics[from_pos + 1]
+            if len(from_t) < 42 or len(to_t) < 42:
+                self._skip_log(entry, "nonstandard_transfer")
+                return None
+            sender = "0x" + from_t[-40:].lower()
+            receiver = "0x" + to_t[-40:].lower()
+            if sender not in watched and receiver not in watched:
+                return None
             ts = entry.get("blockTimestamp")
             return Transfer(
-                tx_hash=str(entry["transactionHash"]).lower(),
-                log_index=int(entry["logIndex"], 16),
-                block_number=int(entry["blockNumber"], 16),
-                block_hash=str(entry["blockHash"]).lower(),
-                tx_index=int(entry["transactionIndex"], 16),
-                from_address=sender,
-                to_address=receiver,
-                amount_raw=amount,
-                token_address=None if native else emitter,
-                block_timestamp=int(ts, 16) if isinstance(ts, str) else None,
+                entry["transactionHash"].lower(),
+                int(entry["logIndex"], 16),
+                int(entry["blockNumber"], 16),
+                entry["blockHash"].lower(),
+                int(entry["transactionIndex"], 16),
+                sender,
+                receiver,
+                int(data[2:66], 16),
+                None if native else emitter,
+                int(ts, 16) if ts is not None else None,
             )
-        except (KeyError, TypeError, ValueError):
-            self.observer.skipped_item(self.chain, "malformed_log", where)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self._skip_log(entry, "malformed_log")
             return None
+
+    def _skip_log(self, entry: Log, reason: str) -> None:
+        where = f"tx {entry.get('transactionHash')} log {entry.get('logIndex')}" if isinstance(entry, dict) else ""
+        self.observer.skipped_item(self.chain, reason, where)
 
     async def _top_level_native_transfers(
         self, first: int, last: int, watched: frozenset[str]

@@ -398,6 +398,14 @@ async def fetch_logs(
     async with unwrap_task_group() as tg:
         for _ in range(max(1, concurrency)):
             tg.create_task(worker())
-    logs = dedup_logs(found)
-    logs.sort(key=lambda e: (_int_or_none(e.get("blockNumber")) or 0, _int_or_none(e.get("logIndex")) or 0))
+    # two filters (watched as sender, as recipient) both return a transfer between two watched addresses
+    logs = dedup_logs(found) if len(current_filters) > 1 else found
+    try:
+        logs.sort(key=_log_position)
+    except (KeyError, TypeError, ValueError):  # a malformed entry: the tolerant key puts it first
+        logs.sort(key=lambda e: (_int_or_none(e.get("blockNumber")) or 0, _int_or_none(e.get("logIndex")) or 0))
     return logs
+
+
+def _log_position(entry: Log) -> tuple[int, int]:
+    return int(entry["blockNumber"], 16), int(entry["logIndex"], 16)
