@@ -21,7 +21,15 @@ from indexer.devstack.tron_simulator import Trc20Transfer, TronSimulator, TrxTra
 from indexer.store.chain_store import ChainStore
 from indexer.sync.backfill import WalletBackfiller
 from indexer.sync.watcher import ChainWatcher
-from tests.support.sync import KnownWallet, actual_rows, add_wallet, open_pool, sync_to_head, watcher_config
+from tests.support.sync import (
+    KnownWallet,
+    actual_rows,
+    add_wallet,
+    open_pool,
+    sides_of,
+    sync_to_head,
+    watcher_config,
+)
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 API_KEY = "0b5e4c1d-7f1a-4c39-9d6e-secret-tron-key"
@@ -45,16 +53,6 @@ def expected_tron_rows(sim: TronSimulator, wallets: list[KnownWallet], tokens: s
     by_address = {w.address: w for w in wallets}
     rows = []
 
-    def sides(frm: str, to: str) -> list[tuple[KnownWallet, str]]:
-        s, r = by_address.get(frm), by_address.get(to)
-        both = s is not None and r is not None
-        out = []
-        if s is not None:
-            out.append((s, "p2p_transfer" if both else "withdrawal"))
-        if r is not None and r is not s:
-            out.append((r, "p2p_transfer" if both else "deposit"))
-        return out
-
     for number in range(1, sim.head_number + 1):
         block = sim.block(number)
         log_position = 0
@@ -64,7 +62,7 @@ def expected_tron_rows(sim: TronSimulator, wallets: list[KnownWallet], tokens: s
             ok = tx.tx.get("ret", [{}])[0].get("contractRet", "SUCCESS") == "SUCCESS"
             if contract["type"] == "TransferContract":
                 frm, to = _b58(value["owner_address"]), _b58(value["to_address"])
-                for wallet, kind in sides(frm, to):
+                for wallet, kind in sides_of(frm, to, by_address):
                     rows.append((wallet.id, tx.txid, -1, kind, value.get("amount", 0), None, number, block.block_id,
                                  "ok" if ok else "failed"))
             logs = tx.info.get("log", [])
@@ -72,7 +70,7 @@ def expected_tron_rows(sim: TronSimulator, wallets: list[KnownWallet], tokens: s
             if not ok and token in tokens and value.get("data", "").startswith("a9059cbb"):
                 data = value["data"]
                 frm, to, amount = _b58(value["owner_address"]), _b58(data[8:72][-40:]), int(data[72:136], 16)
-                for wallet, kind in sides(frm, to):
+                for wallet, kind in sides_of(frm, to, by_address):
                     rows.append((wallet.id, tx.txid, log_position, kind, amount, token, number, block.block_id,
                                  "failed"))
             for log in logs:
@@ -80,7 +78,7 @@ def expected_tron_rows(sim: TronSimulator, wallets: list[KnownWallet], tokens: s
                 topics = log.get("topics", [])
                 if emitter in tokens and len(topics) == 3 and topics[0] == TRANSFER_TOPIC and len(log["data"]) >= 64:
                     frm, to = _b58(topics[1][-40:]), _b58(topics[2][-40:])
-                    for wallet, kind in sides(frm, to):
+                    for wallet, kind in sides_of(frm, to, by_address):
                         rows.append((wallet.id, tx.txid, log_position, kind, int(log["data"][:64], 16), emitter,
                                      number, block.block_id, "ok"))
                 log_position += 1

@@ -70,7 +70,8 @@ async def actual_rows(pool: asyncpg.Pool, chain: str) -> list[Row]:
     )
 
 
-def _sides(frm: str, to: str, wallets: dict[str, KnownWallet]) -> list[tuple[KnownWallet, str]]:
+def sides_of(frm: str, to: str, wallets: dict[str, KnownWallet]) -> list[tuple[KnownWallet, str]]:
+    """The rows a transfer gives: each known side, p2p when both are known, one row for a self-transfer."""
     sender, receiver = wallets.get(frm), wallets.get(to)
     both = sender is not None and receiver is not None
     out = []
@@ -92,7 +93,7 @@ def expected_evm_rows(anvil: Anvil, wallets: Iterable[KnownWallet], tokens: Iter
         if len(topics) != 3 or len(data) < 66:
             continue
         frm, to = "0x" + topics[1][-40:], "0x" + topics[2][-40:]
-        for wallet, kind in _sides(frm, to, by_address):
+        for wallet, kind in sides_of(frm, to, by_address):
             rows.append((wallet.id, log["transactionHash"], int(log["logIndex"], 16), kind, int(data[2:66], 16),
                          log["address"].lower(), int(log["blockNumber"], 16), log["blockHash"], "ok"))
     for number in range(first, last + 1):
@@ -102,7 +103,7 @@ def expected_evm_rows(anvil: Anvil, wallets: Iterable[KnownWallet], tokens: Iter
             to = (tx.get("to") or "").lower()
             if value == 0 or not to:
                 continue
-            sides = _sides(tx["from"].lower(), to, by_address)
+            sides = sides_of(tx["from"].lower(), to, by_address)
             if not sides:
                 continue
             receipt: Any = anvil.rpc("eth_getTransactionReceipt", [tx["hash"]])
