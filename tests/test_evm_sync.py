@@ -60,6 +60,7 @@ class Scene:
         self.wallets: list[KnownWallet] = []
         self.adapter = EvmAdapter(self.chain, [anvil.url], anvil.chain_id, timeout_s=5)
         self.watcher: ChainWatcher | None = None
+        self.db_url = ""
 
     async def register(self, *accounts: str) -> list[KnownWallet]:
         added = [await add_wallet(self.pool, self.chain.value, evm.to_checksum(a)) for a in accounts]
@@ -84,11 +85,12 @@ class Scene:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def scene_factory(anvil_factory: Any, pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def scene_factory(anvil_factory: Any, pool: asyncpg.Pool, db_url: str) -> AsyncIterator[Any]:
     scenes: list[Scene] = []
 
     def make(chain_id: int, decimals: int, **anvil_kw: Any) -> Scene:
         scene = Scene(anvil_factory(chain_id, **anvil_kw), pool, decimals)
+        scene.db_url = db_url
         scenes.append(scene)
         return scene
 
@@ -403,3 +405,38 @@ async def test_cached_balances_are_refreshed_exactly_from_the_chain(scene_factor
     assert await refresher.refresh_once() == 2
     assert await refresher.refresh_once() == 0
     assert await s.pool.fetchval("SELECT balance_usdt FROM wallets WHERE id = $1", k2.id) == Decimal("1")
+
+
+async def test_the_watcher_survives_lost_database_connections(scene_factory: Any) -> None:
+    """A restarting or scaled-to-zero database drops every connection: the watcher backs off, reconnects through
+    the pool and carries on from its cursor."""
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10**6)
+    watcher = s.make_watcher()
+    task = asyncio.create_task(watcher.run())
+    try:
+        async def at_head() -> bool:
+            return watcher.cursor >= s.head()
+
+        from tests.support.sync import eventually
+
+        await eventually(at_head, timeout_s=30)
+        killer = await asyncpg.connect(s.db_url)
+        terminated = 0
+        for _ in range(3):  # keep killing while new blocks arrive
+            evm.token_transfer(s.anvil, s.usdt, k1.address, s.accounts[9], 7)
+            terminated += await killer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            await asyncio.sleep(0.3)
+        await killer.close()
+        await eventually(at_head, timeout_s=60)
+        assert not task.done()
+        assert terminated > 0  # the watcher's connections really were cut (idle ones are replaced silently)
+        await s.assert_table_matches_chain()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+

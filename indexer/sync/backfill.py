@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from indexer import metrics
 from indexer.store.chain_store import Batch, StreamState
+from indexer.sync.resilience import run_forever
 from indexer.sync.rows import TransferRow, transfer_rows
 from indexer.sync.wallets import WALLET_STREAM_PREFIX
 from indexer.sync.watcher import ChainWatcher
@@ -74,17 +75,21 @@ class WalletBackfiller:
 
     async def run(self) -> None:
         await self.watcher.caught_up.wait()
-        while True:
-            groups = await self._pending()
-            if not groups:
-                self.watcher.backfill_wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.watcher.backfill_wakeup.wait(), timeout=5.0)
-                except TimeoutError:
-                    pass
-                continue
-            for (done, target), streams in groups.items():
-                await self._advance(done, target, streams)
+        await run_forever(self.chain, "wallet backfill", self.advance_all)
+
+    async def advance_all(self) -> float:
+        """One range for every group of pending wallet streams; how long to wait when none is pending."""
+        groups = await self._pending()
+        if not groups:
+            self.watcher.backfill_wakeup.clear()
+            try:
+                await asyncio.wait_for(self.watcher.backfill_wakeup.wait(), timeout=5.0)
+            except TimeoutError:
+                pass
+            return 0.0
+        for (done, target), streams in groups.items():
+            await self._advance(done, target, streams)
+        return 0.0
 
     async def _pending(self) -> dict[tuple[int, int], dict[str, str]]:
         groups: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)

@@ -9,7 +9,6 @@ of the priced tokens (stablecoins); the native coin has no price yet and is left
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from decimal import Decimal
 from chains.base import ChainError
 from indexer import metrics
 from indexer.store.chain_store import ChainStore
+from indexer.sync.resilience import run_forever
 from indexer.sync.rows import TokenMeta, WalletRef, scale, usd_value
 from indexer.sync.watcher import ChainWatcher
 
@@ -61,9 +61,12 @@ class BalanceRefresher:
 
     async def run(self) -> None:
         await self.watcher.caught_up.wait()
-        while True:
+
+        async def once() -> float:
             await self.refresh_once()
-            await asyncio.sleep(self.every_s)
+            return self.every_s
+
+        await run_forever(self.watcher.chain, "balance refresh", once)
 
     async def refresh_once(self) -> int:
         """One pass; returns how many wallets were written."""

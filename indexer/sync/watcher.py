@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-import asyncpg
-
 from chains.base import (
     BlockRef,
     ChainAdapter,
-    FatalChainError,
     ReorgTooDeep,
-    RetryableChainError,
     Transfer,
     TxReceipt,
 )
 from indexer import metrics
 from indexer.store.chain_store import Batch, ChainStore, StreamState
+from indexer.sync.resilience import TRANSIENT_ERRORS, Backoff
 from indexer.sync.rows import TokenMeta, WalletRef, transfer_rows
 from indexer.sync.wallets import WalletSet
 from indexer.sync.window import Extends, InconsistentBlocks, ReorgWindow, check_linked
@@ -126,7 +122,7 @@ class ChainWatcher:
     async def run(self) -> None:
         """Follow the chain until cancelled. Transient failures back off and retry; fatal ones end the watcher."""
         metrics.WATCHER_UP.labels(self.chain).set(0)
-        backoff = 1.0
+        backoff = Backoff(self.chain, "step", self.cfg.max_backoff_s)
         prepared = False
         try:
             while True:
@@ -136,23 +132,14 @@ class ChainWatcher:
                         prepared = True
                         metrics.WATCHER_UP.labels(self.chain).set(1)
                     more = await self.step()
-                    backoff = 1.0
+                    backoff.reset()
                     if not more:
                         await self._idle()
                 except ReorgTooDeep:
                     metrics.REORG_TOO_DEEP.labels(self.chain).inc()
                     raise
-                except FatalChainError:
-                    raise
-                except (RetryableChainError, InconsistentBlocks, asyncpg.PostgresConnectionError, OSError) as exc:
-                    kind = type(exc).__name__
-                    metrics.WATCHER_ERRORS.labels(self.chain, kind).inc()
-                    log.warning(
-                        "step failed, retrying",
-                        extra={"fields": {"chain": self.chain, "error": f"{kind}: {exc}", "retry_in_s": backoff}},
-                    )
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, self.cfg.max_backoff_s)
+                except TRANSIENT_ERRORS as exc:
+                    await backoff.after(exc)
         finally:
             self._drop_prefetch()
             metrics.WATCHER_UP.labels(self.chain).set(0)
