@@ -38,6 +38,7 @@ from indexer.store.chain_store import ChainStore, prepare_connection
 from indexer.store.migrate import migration_status
 from indexer.sync.backfill import WalletBackfiller
 from indexer.sync.balances import BalanceRefresher
+from indexer.sync.resilience import TRANSIENT_ERRORS, Backoff
 from indexer.sync.watcher import ChainWatcher, WatcherConfig
 
 log = logging.getLogger("citadel.app")
@@ -45,6 +46,10 @@ log = logging.getLogger("citadel.app")
 WALLET_CHANNEL = "citadel_wallets"
 # pg_advisory_lock keys: one writer per chain ("CIT" + chain number)
 WRITER_LOCK_KEYS = {Chain.BSC: 0x434954_01, Chain.POLYGON: 0x434954_02, Chain.TRON: 0x434954_03}
+
+
+class WriterLockLost(Exception):
+    """The connection holding the chain's advisory lock is gone, so another replica may now write the chain."""
 
 
 class StartupError(Exception):
@@ -114,6 +119,14 @@ async def open_pool(dsn: str) -> asyncpg.Pool:
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
+    """Close gracefully, but never hang shutdown on a connection the server already cut."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 async def check_schema(dsn: str) -> None:
     try:
         statuses = await migration_status(dsn)
@@ -153,7 +166,7 @@ class Daemon:
                 loop.add_signal_handler(sig, stop.set)
         async with AsyncExitStack() as stack:
             pool = await open_pool(dsn)
-            stack.push_async_callback(pool.close)
+            stack.push_async_callback(close_pool, pool)
             runner = await self._start_http()
             stack.push_async_callback(runner.cleanup)
             tasks = [asyncio.create_task(self._listen_wallets(dsn), name="wallet-listener")]
@@ -179,10 +192,44 @@ class Daemon:
         return 0
 
     async def _run_chain(self, chain: Chain, pool: asyncpg.Pool, dsn: str) -> None:
+        """The chain's task: take its writer lock, run its loops; if the lock's connection is lost (and with it the
+        lock), stop writing at once and take the lock again. Ends only on a fatal error, which it reports."""
         cfg = self.settings.chain(chain)
         name = chain.value
-        lock_conn = await db.connect(dsn)
         adapter = build_adapter(chain, cfg)
+        backoff = Backoff(name, "writer lock", 30.0)
+        stopped = False
+        try:
+            while not stopped:
+                try:
+                    await self._run_chain_locked(chain, cfg, adapter, pool, dsn)
+                except* WriterLockLost:
+                    log.error("writer lock lost with its connection; stopped writing, taking it again",
+                              extra={"fields": {"chain": name}})
+                    self.status[name] = "reacquiring"
+                    await asyncio.sleep(1)
+                except* TRANSIENT_ERRORS as errors:  # the lock's connection could not be opened
+                    await backoff.after(errors.exceptions[0])
+                except* FatalChainError as errors:
+                    for exc in errors.exceptions:
+                        log.critical("chain watcher stopped", extra={"fields": {"chain": name, "error": str(exc)}})
+                    self.status[name] = "stopped: " + str(errors.exceptions[0])
+                    stopped = True
+                except* Exception as errors:
+                    log.critical("chain task crashed", exc_info=errors.exceptions[0],
+                                 extra={"fields": {"chain": name}})
+                    self.status[name] = f"stopped: {type(errors.exceptions[0]).__name__}"
+                    stopped = True
+        finally:
+            await adapter.aclose()
+
+    async def _run_chain_locked(
+        self, chain: Chain, cfg: ChainSettings, adapter: ChainAdapter, pool: asyncpg.Pool, dsn: str
+    ) -> None:
+        name = chain.value
+        lock_conn = await db.connect(dsn)
+        lost = asyncio.Event()
+        lock_conn.add_termination_listener(lambda _conn: lost.set())
         try:
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEYS[chain]):
                 if self.status[name] != "standby":
@@ -194,18 +241,17 @@ class Daemon:
             self.watchers[chain] = watcher
             self.status[name] = "running"
             log.info("watching", extra={"fields": {"chain": name, "start_block": cfg.start_block}})
-            backfiller = WalletBackfiller(watcher, cfg.max_block_range)
-            balances = BalanceRefresher(watcher, watcher.store)
+
+            async def guard_lock() -> None:
+                await lost.wait()
+                raise WriterLockLost(name)
+
             async with asyncio.TaskGroup() as group:
+                group.create_task(guard_lock())
                 group.create_task(watcher.run())
-                group.create_task(backfiller.run())
-                group.create_task(balances.run())
-        except* FatalChainError as errors:
-            for exc in errors.exceptions:
-                log.critical("chain watcher stopped", extra={"fields": {"chain": name, "error": str(exc)}})
-            self.status[name] = "stopped: " + str(errors.exceptions[0])
+                group.create_task(WalletBackfiller(watcher, cfg.max_block_range).run())
+                group.create_task(BalanceRefresher(watcher, watcher.store).run())
         finally:
-            await adapter.aclose()
             with suppress(Exception):
                 await lock_conn.close()
 

@@ -29,6 +29,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # the server is starting up
     asyncpg.exceptions.OperatorInterventionError,  # terminated by an administrator, server shutting down
     asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.exceptions.InternalClientError,  # a connection cut in the middle of a query can leave it mid-protocol
     OSError,
     TimeoutError,
 )

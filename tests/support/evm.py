@@ -104,7 +104,15 @@ def send_tx(
         tx["to"] = to
     if gas is not None:
         tx["gas"] = _qty(gas)
-    return str(anvil.rpc("eth_sendTransaction", [tx]))
+    tx_hash = str(anvil.rpc("eth_sendTransaction", [tx]))
+    if anvil.url not in _MANUAL_MINING:
+        # anvil can answer before its block is visible to eth_blockNumber: callers that read the height next
+        # (tests comparing against the chain) must see the transaction's block
+        wait_receipt(anvil, tx_hash)
+    return tx_hash
+
+
+_MANUAL_MINING: set[str] = set()  # nodes whose automine a test switched off: their sends are mined later
 
 
 def wait_receipt(anvil: Anvil, tx_hash: str, timeout_s: float = 10.0) -> Json:
@@ -215,6 +223,10 @@ def set_automine(anvil: Anvil, enabled: bool) -> None:
     """With automine off, sent transactions wait in the pool until ``mine``. Send sequentially from one account
     (nonces in order): out-of-order nonces can stay queued forever (foundry#10122)."""
     anvil.rpc("evm_setAutomine", [enabled])
+    if enabled:
+        _MANUAL_MINING.discard(anvil.url)
+    else:
+        _MANUAL_MINING.add(anvil.url)
 
 
 def reorg(anvil: Anvil, depth: int, txs: Sequence[tuple[Json, int]] | None = None) -> None:
