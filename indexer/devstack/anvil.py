@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import time
 import urllib.error
@@ -71,6 +72,17 @@ class Anvil:
             self.process.stderr.close()
 
 
+def _die_with_parent() -> None:
+    """Linux: the node gets SIGTERM when the process that started it dies, even by SIGKILL (no orphaned nodes)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_anvil(chain_id: int, *, block_time_s: float | None = None, extra_args: list[str] | None = None) -> Anvil:
     """Start anvil with ``chain_id`` on a free port and wait until it answers ``eth_chainId``."""
     binary = anvil_binary()
@@ -80,7 +92,8 @@ def start_anvil(chain_id: int, *, block_time_s: float | None = None, extra_args:
         if block_time_s is not None:
             args += ["--block-time", str(block_time_s)]
         args += extra_args or []
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=_die_with_parent if platform.system() == "Linux" else None)
         node = Anvil(chain_id=chain_id, port=port, process=proc)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
