@@ -85,6 +85,8 @@ class ChainWatcher:
         self._finality = _Finality()
         self._wallets_loaded_at = 0.0
         self.caught_up = asyncio.Event()
+        self._cursor_committed = False  # a realtime cursor exists in the database
+        self._refreshed_at: tuple[int, int] | None = None  # (head, final) of the last confirmation refresh
         self.backfill_wakeup = asyncio.Event()
         self.dirty_wallets: set[int] = set()  # wallet ids whose cached balance a new transfer changed
         self._prefetch: tuple[tuple[int, int, frozenset[str], frozenset[str]],
@@ -99,6 +101,7 @@ class ChainWatcher:
         stored = await self.store.cursor(REALTIME)
         if stored is not None:
             self.cursor = stored
+            self._cursor_committed = True
         self.window = ReorgWindow(await self.store.window())
         await self._refresh_wallets(force=True)
 
@@ -216,12 +219,12 @@ class ChainWatcher:
         following = (last + 1, min(final, last + self.cfg.catchup_range))
         if following[0] <= following[1]:
             self._start_prefetch(*following)
-        settle = await self._receipts_up_to(last, final, {})
+        # platform transactions are settled once at the head, not on every range of the catch-up hot path
         rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
                              final_number=final)
         await self._commit(
             Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=anchor.hash, window_reset=anchor,
-                  head=head.number, final=final, settle=settle),
+                  head=head.number, final=final),
             blocks=last - first + 1,
         )
         self.window.reset(anchor)
@@ -323,8 +326,11 @@ class ChainWatcher:
         return ancestor
 
     async def _settle_platform_only(self, head: int, final: int) -> None:
+        """At the head with no new block: settle platform transactions, and confirm rows when finality moved.
+        Nothing to write, no transaction."""
         settle = await self._receipts_up_to(self.cursor, final, {})
-        await self.store.commit(Batch(stream=REALTIME, settle=settle, head=head, final=final))
+        if settle or self._refreshed_at != (head, final):
+            await self._commit(Batch(stream=REALTIME, settle=settle, head=head, final=final), blocks=0)
 
     # ------------------------------------------------------------------------------------------------ helpers
 
@@ -364,6 +370,10 @@ class ChainWatcher:
     async def _commit(self, batch: Batch, blocks: int) -> None:
         started = time.perf_counter()
         result = await self.store.commit(batch)
+        if batch.cursor is not None and batch.stream == REALTIME:
+            self._cursor_committed = True
+        if batch.head is not None and batch.final is not None:
+            self._refreshed_at = (batch.head, batch.final)
         self.dirty_wallets.update(int(row[1]) for row in batch.rows)
         metrics.COMMIT_DURATION.labels(self.chain).observe(time.perf_counter() - started)
         metrics.TRANSFERS_INDEXED.labels(self.chain, batch.stream).inc(result.rows_written)
@@ -377,8 +387,7 @@ class ChainWatcher:
             return
         self.wallet_changed.clear()
         self._wallets_loaded_at = time.monotonic()
-        realtime_started = await self.store.cursor(REALTIME) is not None
-        await self.wallets.reload(realtime_started)
+        await self.wallets.reload(self._cursor_committed)
 
     async def _rescan_for_new_wallets(self) -> None:
         """New wallets' transfers in the unfinalised blocks the follow loop already passed, committed with their
