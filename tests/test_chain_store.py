@@ -3,27 +3,18 @@ upsert otherwise, and the fall-back when a concurrent writer got to the same row
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from chains.base import Transfer
 from indexer.store import chain_store
 from indexer.store.chain_store import Batch, ChainStore
 from indexer.sync.rows import TokenMeta, WalletRef, transfer_rows
-from tests.support.sync import actual_rows, add_wallet, open_pool
+from tests.support.sync import actual_rows, add_wallet
 
 TOKEN = "0x" + "1" * 40
-
-
-@pytest_asyncio.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await open_pool(db_url)
-    yield p
-    await p.close()
 
 
 async def rows_for(pool: asyncpg.Pool, n: int) -> list:  # type: ignore[type-arg]

@@ -13,27 +13,19 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from indexer.devstack.anvil import Anvil
 from tests.support import evm
-from tests.support.sync import KnownWallet, actual_rows, add_wallet, eventually, expected_evm_rows, open_pool
+from tests.support.sync import KnownWallet, actual_rows, add_wallet, eventually, expected_evm_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest_asyncio.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await open_pool(db_url)
-    yield p
-    await p.close()
 
 
 class Daemon:

@@ -25,7 +25,6 @@ from tests.support.sync import (
     KnownWallet,
     actual_rows,
     add_wallet,
-    open_pool,
     sides_of,
     sync_to_head,
     watcher_config,
@@ -33,13 +32,6 @@ from tests.support.sync import (
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 API_KEY = "0b5e4c1d-7f1a-4c39-9d6e-secret-tron-key"
-
-
-@pytest_asyncio.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await open_pool(db_url)
-    yield p
-    await p.close()
 
 
 def _b58(hex_addr: str) -> str:
