@@ -6,7 +6,7 @@
    TestToken and ``--transfers`` Transfer logs from an outside sender to ``--wallets`` known wallets, spread over
    ``--blocks`` blocks (``batchTransfer``, automine off, blocks mined in bulk). Generation is not measured.
 2. floor: the same logs fetched with plain parallel ``eth_getLogs`` (aiohttp + orjson, the indexer's range size
-   and concurrency), decoded into 21-column tuples (the indexer's ``ROW_COLUMNS``) and COPYed into a bare table.
+   and concurrency), decoded into 23-column tuples (the indexer's ``ROW_COLUMNS``) and COPYed into a bare table.
 3. indexer: the real ``ChainWatcher`` catch-up (``EvmAdapter`` for BSC, ``ChainStore``, a fresh migrated database
    per run) from block 0 until its cursor reaches the last block of the history.
 4. Prints both (median of ``--repeat``), their ratio and PASS/FAIL against the 1.5x target; exit 0 unless
@@ -57,7 +57,8 @@ from chains.evm.logs import (  # noqa: E402
     TRANSFER_TOPIC,
     RangeSizer,
 )
-from indexer.app import open_pool  # noqa: E402
+from indexer.app import open_pool, watcher_config  # noqa: E402
+from indexer.config import ChainSettings  # noqa: E402
 from indexer.devstack.anvil import Anvil, start_anvil  # noqa: E402
 from indexer.devstack.postgres import LocalPostgres, database_url_from_env, start_postgres  # noqa: E402
 from indexer.store import chain_store  # noqa: E402
@@ -84,14 +85,14 @@ TARGET_RATIO = 1.5
 DECIMALS = 18
 SYMBOL = "TST"
 GAS_PER_RECIPIENT = 35_000  # a cold recipient costs ~27k in TestToken.batchTransfer; 35k leaves room
-PRODUCT_MAX_BLOCK_RANGE = 2000  # indexer/config.py default max_block_range (= the watcher's catchup_range)
+PRODUCT_MAX_BLOCK_RANGE = ChainSettings().max_block_range  # the eth_getLogs range of the product and the floor
 
-# The floor's table: same 21 columns and types as the indexer's staging table (chain_store.STAGING_DDL), as a
+# The floor's table: same 23 columns and types as the indexer's staging table (chain_store.STAGING_DDL), as a
 # plain logged heap table without index or constraint, created afresh before each run.
 FLOOR_DDL = """
 DROP TABLE IF EXISTS floor_transfers;
 CREATE TABLE floor_transfers (
-    user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
+    chain text, source text, user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
     amount numeric, amount_raw numeric, token text, token_address text, token_decimals smallint,
     value_usd numeric, status text, confirmations bigint, tx_index integer, tx_type text,
     gas_used numeric, gas_price numeric, block_number bigint, block_hash text, block_timestamp timestamptz
@@ -270,7 +271,7 @@ async def floor_once(
                     raw = int(log["data"][2:66], 16)
                     number = int(log["blockNumber"], 16)
                     records.append((
-                        user_id, wallet_id, log["transactionHash"], int(log["logIndex"], 16), frm, to,
+                        "bsc", "indexer", user_id, wallet_id, log["transactionHash"], int(log["logIndex"], 16), frm, to,
                         Decimal(raw).scaleb(-DECIMALS), Decimal(raw), SYMBOL, token, DECIMALS, None, "confirmed",
                         history.last_block - number + 1, int(log["transactionIndex"], 16), "deposit", None, None,
                         number, log["blockHash"], datetime.fromtimestamp(int(log["blockTimestamp"], 16), UTC),
@@ -294,9 +295,10 @@ def make_adapter(url: str, range_size: int, concurrency: int) -> EvmAdapter:
 
 
 def make_config(token: str, range_size: int) -> WatcherConfig:
-    """As ``indexer.app.watcher_config`` builds it; the finalized tag decides finality on anvil anyway."""
-    return WatcherConfig(start_block=0, confirmations=1, poll_interval_s=0.05, tokens={SYMBOL: token},
-                         catchup_range=range_size)
+    """Built by ``indexer.app.watcher_config`` from settings (the product's defaults for the rest, the catch-up
+    batch included); the finalized tag decides finality on anvil anyway."""
+    return watcher_config(ChainSettings(start_block=0, confirmations=1, poll_interval_s=0.05,
+                                        tokens={SYMBOL: token}, max_block_range=range_size))
 
 
 async def indexer_once(
@@ -604,7 +606,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wallets", type=int, default=50, help="known wallets (default 50)")
     p.add_argument("--logs-per-tx", type=int, default=20, help="recipients per batchTransfer (default 20)")
     p.add_argument("--range", type=int, default=PRODUCT_MAX_BLOCK_RANGE,
-                   help=f"max_block_range / catchup_range (default {PRODUCT_MAX_BLOCK_RANGE}, as the product)")
+                   help=f"max_block_range (default {PRODUCT_MAX_BLOCK_RANGE}, as the product)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help=f"parallel eth_getLogs (default {DEFAULT_CONCURRENCY}, as the product)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the median is reported")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class Chain(StrEnum):
@@ -93,13 +93,15 @@ class BlockRef:
     timestamp: int  # seconds since the epoch, UTC
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(NamedTuple):
     """One movement of value between two addresses, as found on chain.
 
     ``token_address`` is ``None`` for the chain's native coin. Addresses are in the chain's normalised form
     (EVM: lowercase ``0x`` hex; Tron: base58check). ``amount_raw`` is the exact integer from the chain.
     ``success`` is False for a reverted transaction (it moved nothing but is recorded as ``failed``).
+
+    A NamedTuple, not a frozen dataclass: catch-up builds one per log (tens of thousands per range) and a frozen
+    dataclass costs five times as much to construct. Immutable all the same; ``_replace`` makes a changed copy.
     """
 
     tx_hash: str

@@ -104,6 +104,9 @@ class ChainSettings(BaseModel):
     api_key: SecretStr | None = None  # Tron: TRON-PRO-API-KEY, sent to whatever host is configured
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     max_block_range: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    # blocks per catch-up commit; the next batch is fetched while one commits, so smaller batches keep the node
+    # and the database busy at the same time (eth_getLogs pieces are still sized by max_block_range)
+    catchup_batch_blocks: Annotated[int, Field(ge=1, le=1_000_000)] = 500
     address_filter_limit: Annotated[int, Field(ge=1, le=100_000)] = 500
     stablecoin_usd_price: Decimal = Decimal("1.00")
     stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC"])

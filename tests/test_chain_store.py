@@ -23,7 +23,7 @@ async def rows_for(pool: asyncpg.Pool, n: int) -> list:  # type: ignore[type-arg
     tokens = {TOKEN: TokenMeta(TOKEN, "USDT", 6, Decimal(1))}
     transfers = [Transfer(f"0x{i:064x}", i, 10 + i, f"0x{10 + i:064x}", 0, "0x" + "b" * 40, w.address, i + 1,
                           TOKEN, 1_700_000_000) for i in range(n)]
-    return transfer_rows(transfers, wallets, tokens, head_number=100, final_number=100)
+    return transfer_rows(transfers, wallets, tokens, chain="bsc", head_number=100, final_number=100)
 
 
 async def test_replaying_a_batch_rewrites_nothing(pool: asyncpg.Pool) -> None:
@@ -47,3 +47,15 @@ async def test_a_concurrent_writer_makes_the_fast_path_fall_back_to_the_upsert(
     assert result.rows_written == 20
     assert len(await actual_rows(pool, "bsc")) == 20
     assert await pool.fetchval("SELECT block_number FROM sync_cursors WHERE stream = 'realtime'") == 29
+
+
+async def test_a_row_repeated_within_a_fresh_batch_is_stored_once(pool: asyncpg.Pool) -> None:
+    """The fast path does not de-duplicate in Python: a repeated row makes its COPY fail on the natural key and
+    the batch goes through the de-duplicating upsert, with the rest of the batch intact."""
+    store = ChainStore(pool, "bsc")
+    rows = await rows_for(pool, 10)
+    result = await store.commit(Batch(stream="realtime", rows=[*rows, rows[3], rows[7]], cursor=19))
+    assert result.rows_written == 10
+    stored = await actual_rows(pool, "bsc")
+    assert len(stored) == 10 and len(set(stored)) == 10
+    assert await pool.fetchval("SELECT block_number FROM sync_cursors WHERE stream = 'realtime'") == 19

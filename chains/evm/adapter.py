@@ -294,7 +294,26 @@ class EvmAdapter:
         async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
             return await self.rpc.batch(calls, return_errors=True)
 
-        return await fetch_logs(batch, first, last, filters, sizer, concurrency=self.concurrency)
+        return await fetch_logs(batch, first, last, filters, sizer, concurrency=self.concurrency, raw=True)
+
+    def _decode_logs(
+        self, logs: list[Log], from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool
+    ) -> list[Transfer]:
+        """Raw logs (any order, duplicates possible) as Transfers, each once. Only a transfer with both sides
+        watched can come back from both the sender and the recipient filter, so only those are de-duplicated."""
+        out = []
+        seen: set[tuple[str, int]] = set()
+        for entry in logs:
+            transfer = self._decode_log(entry, from_pos, watched, emitters, native=native)
+            if transfer is None:
+                continue
+            if transfer.from_address in watched and transfer.to_address in watched:
+                key = (transfer.block_hash, transfer.log_index)
+                if key in seen:
+                    continue
+                seen.add(key)
+            out.append(transfer)
+        return out
 
     async def _token_transfers(
         self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str]
@@ -309,12 +328,7 @@ class EvmAdapter:
         if not plan.filters:
             return []
         logs = await self._logs(self._token_sizer, first, last, plan.filters)
-        out = []
-        for entry in logs:
-            transfer = self._decode_log(entry, 1, watched, tokens, native=False)
-            if transfer is not None:
-                out.append(transfer)
-        return out
+        return self._decode_logs(logs, 1, watched, tokens, native=False)
 
     async def _polygon_native_transfers(
         self, first: int, last: int, watched: frozenset[str]
@@ -328,12 +342,7 @@ class EvmAdapter:
             position_limit=self.position_limit,
         )
         logs = await self._logs(self._native_sizer, first, last, plan.filters)
-        out = []
-        for entry in logs:
-            transfer = self._decode_log(entry, 2, watched, frozenset([POLYGON_NATIVE_CONTRACT]), native=True)
-            if transfer is not None:
-                out.append(transfer)
-        return out
+        return self._decode_logs(logs, 2, watched, frozenset([POLYGON_NATIVE_CONTRACT]), native=True)
 
     def _decode_log(
         self, entry: Log, from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool
@@ -343,7 +352,7 @@ class EvmAdapter:
         no work for logs that are not ours."""
         try:
             emitter = entry["address"].lower()
-            if emitter not in emitters:
+            if emitter not in emitters or entry.get("removed"):
                 return None
             topics, data = entry["topics"], entry["data"]
             if len(topics) < from_pos + 2 or len(data) < 66:

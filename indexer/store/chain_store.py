@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 
 from chains.base import BlockRef, TxReceipt
-from indexer.sync.rows import ROW_COLUMNS, TransferRow, row_block_number
+from indexer.sync.rows import ROW_COLUMNS, TransferRow, row_block_number, row_key
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
-    user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
+    chain text, source text, user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
     amount numeric, amount_raw numeric, token text, token_address text, token_decimals smallint,
     value_usd numeric, status text, confirmations bigint, tx_index integer, tx_type text,
     gas_used numeric, gas_price numeric, block_number bigint, block_hash text, block_timestamp timestamptz
@@ -77,8 +77,8 @@ WITH s AS (
     WHERE t.id = c.id
     RETURNING t.tx_hash, t.log_index, t.wallet_id
 )
-INSERT INTO transactions (chain, source, {_COLS})
-SELECT $1, 'indexer', {_S_COLS} FROM s
+INSERT INTO transactions ({_COLS})
+SELECT {_S_COLS} FROM s
 WHERE NOT EXISTS (
     SELECT 1 FROM claimed c WHERE c.tx_hash = s.tx_hash AND c.log_index = s.log_index AND c.wallet_id = s.wallet_id
 )
@@ -105,8 +105,8 @@ FROM gone g WHERE p.id = g.pid
 
 # The common case: no platform row waits for a match, and rows were de-duplicated in Python.
 INSERT_SQL = f"""
-INSERT INTO transactions (chain, source, {_COLS})
-SELECT $1, 'indexer', {_COLS} FROM staging_transfers
+INSERT INTO transactions ({_COLS})
+SELECT {_COLS} FROM staging_transfers
 {_ON_CONFLICT}"""  # noqa: S608
 
 ROWS_IN_RANGE_SQL = (
@@ -259,8 +259,7 @@ class ChainStore:
                     await conn.execute(sql, self.chain, batch.rollback_to)
             platform_waiting = await conn.fetchval(UNMATCHED_PLATFORM_SQL, self.chain)
             if batch.rows:
-                rows = list({(r[2], r[3], r[1]): r for r in batch.rows}.values())  # (tx_hash, log_index, wallet)
-                written = await self._write_rows(conn, rows, platform_waiting)
+                written = await self._write_rows(conn, batch.rows, platform_waiting)
             if platform_waiting:
                 await self._merge_late_platform_rows(conn)
             if batch.settle:
@@ -289,24 +288,23 @@ class ChainStore:
                 await self._refresh_confirmations(conn, batch.head, batch.final)
         return CommitResult(rows_written=written, rows_rolled_back=rolled_back)
 
-    async def _write_rows(self, conn: Any, rows: list[TransferRow], platform_waiting: bool) -> int:
+    async def _write_rows(self, conn: Any, rows: Sequence[TransferRow], platform_waiting: bool) -> int:
         """Fresh blocks (catch-up, the head): no row of this chain exists in their range yet, so the rows are
-        COPYed straight into ``transactions``; a concurrent writer (a backfill) that got there first makes the COPY
-        fail on the natural key, and the batch then goes through the staging table and the upsert instead."""
-        first = min(row_block_number(r) for r in rows)
-        last = max(row_block_number(r) for r in rows)
+        COPYed straight into ``transactions``; a concurrent writer (a backfill) that got there first, or a row
+        repeated within the batch, makes the COPY fail on the natural key, and the batch then goes through the
+        staging table and the upsert instead (de-duplicated first: one statement cannot upsert a row twice)."""
+        block_numbers = list(map(row_block_number, rows))
+        first, last = min(block_numbers), max(block_numbers)
         if not platform_waiting and not await conn.fetchval(ROWS_IN_RANGE_SQL, self.chain, first, last):
             try:
                 async with conn.transaction():  # a savepoint
-                    status = await conn.copy_records_to_table(
-                        "transactions", records=[(self.chain, "indexer", *r) for r in rows],
-                        columns=("chain", "source", *ROW_COLUMNS),
-                    )
+                    status = await conn.copy_records_to_table("transactions", records=rows, columns=ROW_COLUMNS)
                 return int(status.split()[-1])
             except asyncpg.UniqueViolationError:
                 pass
-        await conn.copy_records_to_table("staging_transfers", records=rows, columns=ROW_COLUMNS)
-        status = await conn.execute(UPSERT_SQL if platform_waiting else INSERT_SQL, self.chain)
+        unique = list({row_key(r): r for r in rows}.values())
+        await conn.copy_records_to_table("staging_transfers", records=unique, columns=ROW_COLUMNS)
+        status = await (conn.execute(UPSERT_SQL, self.chain) if platform_waiting else conn.execute(INSERT_SQL))
         return int(status.split()[-1])
 
     async def _write_window(self, conn: Any, batch: Batch) -> None:

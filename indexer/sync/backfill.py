@@ -60,6 +60,7 @@ async def _range_rows(watcher: ChainWatcher, first: int, last: int, watched: fro
         transfers,
         watcher.wallets.by_address,
         watcher.tokens,
+        chain=watcher.chain,
         head_number=max(watcher.head_number, last),
         final_number=max(watcher.final_number, last),
     )

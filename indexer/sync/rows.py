@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from typing import Final
 
 from chains.base import Transfer
 
@@ -35,8 +36,11 @@ class TokenMeta:
     usd_price: Decimal | None = None
 
 
-# The column order of TransferRow, shared with the store's staging table.
+# The column order of TransferRow, shared with the store's staging table. A row is complete as built (chain and
+# source included), so the store COPYs the tuples as they are, without rebuilding tens of thousands of them.
 ROW_COLUMNS: tuple[str, ...] = (
+    "chain",
+    "source",
     "user_id",
     "wallet_id",
     "tx_hash",
@@ -61,6 +65,8 @@ ROW_COLUMNS: tuple[str, ...] = (
 )
 
 TransferRow = tuple[
+    str,
+    str,
     int,
     int,
     str,
@@ -85,8 +91,26 @@ TransferRow = tuple[
 ]
 
 
+INDEXER_SOURCE = "indexer"  # transactions.source of the rows the indexer writes
+
+# positions in ROW_COLUMNS, as literals so the type checker knows each element's type (a test checks them)
+WALLET_ID_AT: Final = 3
+TX_HASH_AT: Final = 4
+LOG_INDEX_AT: Final = 5
+BLOCK_NUMBER_AT: Final = 20
+
+
 def row_block_number(row: TransferRow) -> int:
-    return row[18]  # ROW_COLUMNS.index("block_number"), checked by a test
+    return row[BLOCK_NUMBER_AT]
+
+
+def row_wallet_id(row: TransferRow) -> int:
+    return row[WALLET_ID_AT]
+
+
+def row_key(row: TransferRow) -> tuple[str, int, int]:
+    """The natural key within one chain: (tx_hash, log_index, wallet_id)."""
+    return row[TX_HASH_AT], row[LOG_INDEX_AT], row[WALLET_ID_AT]
 
 
 def scale(amount_raw: int, decimals: int) -> Decimal:
@@ -111,12 +135,14 @@ def transfer_rows(
     wallets: Mapping[str, WalletRef],
     tokens: Mapping[str | None, TokenMeta],
     *,
+    chain: str,
     head_number: int,
     final_number: int,
 ) -> list[TransferRow]:
-    """Rows for every side of every transfer that touches a wallet in ``wallets`` (keyed by normalised address).
-    Transfers of tokens missing from ``tokens`` are ignored (they should not have been fetched)."""
+    """Rows of ``chain`` for every side of every transfer that touches a wallet in ``wallets`` (keyed by normalised
+    address). Transfers of tokens missing from ``tokens`` are ignored (they should not have been fetched)."""
     rows: list[TransferRow] = []
+    times: dict[int, datetime] = {}  # a block's transfers share its timestamp
     for t in transfers:
         token = tokens.get(t.token_address)
         if token is None:
@@ -126,11 +152,16 @@ def transfer_rows(
         if sender is None and receiver is None:
             continue
         both = sender is not None and receiver is not None
-        amount = scale(t.amount_raw, token.decimals)
+        amount_raw = Decimal(t.amount_raw)
+        amount = _EXACT.scaleb(amount_raw, -token.decimals)  # = scale(t.amount_raw, token.decimals)
         value = usd_value(amount, token.usd_price)
         status = status_for(t, final_number)
         confirmations = max(head_number - t.block_number + 1, 0)
-        when = datetime.fromtimestamp(t.block_timestamp, UTC) if t.block_timestamp is not None else None
+        when = None
+        if t.block_timestamp is not None:
+            when = times.get(t.block_timestamp)
+            if when is None:
+                when = times[t.block_timestamp] = datetime.fromtimestamp(t.block_timestamp, UTC)
         gas_used = Decimal(t.gas_used) if t.gas_used is not None else None
         gas_price = Decimal(t.gas_price) if t.gas_price is not None else None
         sides: list[tuple[WalletRef, str]] = []
@@ -141,6 +172,8 @@ def transfer_rows(
         for wallet, tx_type in sides:
             rows.append(
                 (
+                    chain,
+                    INDEXER_SOURCE,
                     wallet.user_id,
                     wallet.id,
                     t.tx_hash,
@@ -148,7 +181,7 @@ def transfer_rows(
                     t.from_address,
                     t.to_address,
                     amount,
-                    Decimal(t.amount_raw),
+                    amount_raw,
                     token.symbol,
                     token.address,
                     token.decimals,

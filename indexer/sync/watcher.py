@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from chains.base import (
@@ -31,7 +31,7 @@ from chains.base import (
 from indexer import metrics
 from indexer.store.chain_store import Batch, ChainStore, StreamState
 from indexer.sync.resilience import TRANSIENT_ERRORS, Backoff
-from indexer.sync.rows import TokenMeta, WalletRef, transfer_rows
+from indexer.sync.rows import TokenMeta, WalletRef, row_wallet_id, transfer_rows
 from indexer.sync.wallets import WalletSet
 from indexer.sync.window import Extends, InconsistentBlocks, ReorgWindow, check_linked
 
@@ -46,7 +46,7 @@ class WatcherConfig:
     confirmations: int
     poll_interval_s: float
     tokens: dict[str, str]  # symbol -> contract address (as configured)
-    catchup_range: int = 2000
+    catchup_range: int = 500  # blocks per catch-up commit (CITADEL_<CHAIN>__CATCHUP_BATCH_BLOCKS)
     follow_batch: int = 100
     finality_stall_s: float = 300.0
     stablecoins: frozenset[str] = frozenset({"USDT", "USDC"})
@@ -220,7 +220,7 @@ class ChainWatcher:
         if following[0] <= following[1]:
             self._start_prefetch(*following)
         # platform transactions are settled once at the head, not on every range of the catch-up hot path
-        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
+        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=head.number,
                              final_number=final)
         await self._commit(
             Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=anchor.hash, window_reset=anchor,
@@ -287,7 +287,7 @@ class ChainWatcher:
                 raise InconsistentBlocks(f"transfer in block {t.block_number} is from another fork")
         transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in refs})
         settle = await self._receipts_up_to(last, final, hashes)
-        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=head.number,
+        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=head.number,
                              final_number=final)
         await self._commit(
             Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=refs[-1].hash, rollback_to=rollback_to,
@@ -364,7 +364,7 @@ class ChainWatcher:
             await asyncio.gather(*(one(n) for n in missing))
         if not known:
             return transfers
-        return [t if t.block_timestamp is not None else replace(t, block_timestamp=known.get(t.block_number))
+        return [t if t.block_timestamp is not None else t._replace(block_timestamp=known.get(t.block_number))
                 for t in transfers]
 
     async def _commit(self, batch: Batch, blocks: int) -> None:
@@ -374,7 +374,7 @@ class ChainWatcher:
             self._cursor_committed = True
         if batch.head is not None and batch.final is not None:
             self._refreshed_at = (batch.head, batch.final)
-        self.dirty_wallets.update(int(row[1]) for row in batch.rows)
+        self.dirty_wallets.update(map(row_wallet_id, batch.rows))
         metrics.COMMIT_DURATION.labels(self.chain).observe(time.perf_counter() - started)
         metrics.TRANSFERS_INDEXED.labels(self.chain, batch.stream).inc(result.rows_written)
         metrics.BLOCKS_PROCESSED.labels(self.chain, batch.stream).inc(blocks)
@@ -404,7 +404,7 @@ class ChainWatcher:
                 if self.window.hash_at(t.block_number) != t.block_hash:
                     raise InconsistentBlocks("rescan saw another fork; retrying")
             transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in self.window.blocks})
-            rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, head_number=self.head_number,
+            rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=self.head_number,
                                  final_number=self.final_number)
         target = max(anchor, self.cfg.start_block - 1)
         states = [StreamState(self.wallets.stream_name(self.wallets.by_address[a]), self.cfg.start_block - 1, target)
