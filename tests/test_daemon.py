@@ -113,7 +113,8 @@ async def test_kill9_during_catch_up_and_realtime_then_restart_loses_and_duplica
     for a in [*accounts[1:4], accounts[8]]:
         evm.token_mint(anvil, token, accounts[0], a, 10**24)
     busy_history(anvil, wallets, token, 240)
-    env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="4")
+    env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="4",
+                     CITADEL_BSC__CATCHUP_BATCH_BLOCKS="4")  # many small commits: the kill lands between two
 
     async def consistent_up_to_cursor() -> None:
         done = await cursor(pool)
@@ -289,6 +290,7 @@ async def test_tron_kill9_then_restart_loses_and_duplicates_nothing(
             "CITADEL_TRON__TOKENS": json.dumps({"USDT": usdt}),
             "CITADEL_TRON__POLL_INTERVAL_S": "0.1",
             "CITADEL_TRON__MAX_BLOCK_RANGE": "3",
+            "CITADEL_TRON__CATCHUP_BATCH_BLOCKS": "3",
             "CITADEL_METRICS_PORT": "0",
             "CITADEL_LOG_LEVEL": "DEBUG",
         })
@@ -303,6 +305,9 @@ async def test_tron_kill9_then_restart_loses_and_duplicates_nothing(
         first.start()
         await eventually(lambda: tron_cursor_above(60), timeout_s=60)
         first.kill9()
+        killed_at = await pool.fetchval(
+            "SELECT block_number FROM sync_cursors WHERE chain = 'tron' AND stream = 'realtime'")
+        assert killed_at < sim.head_number - 5, "the kill should land during catch-up"
         for i in range(10):
             sim.transfer_trx(people[2], people[i % 2], 1000 + i)
             sim.produce_block()
