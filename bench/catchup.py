@@ -695,13 +695,13 @@ async def measure(
                 floor.seconds.append(s)
                 for k, v in meter.last.items():
                     cpu["floor"][k].append(v)
+                for k, v in parts.items():
+                    floor_parts[k].append(v)
+                step(f"run {i + 1}/{args.repeat}: floor {s:.3f} s")
                 s, floor_blocks.rows, _ = await floor_once(node.url, floor_db, history, ids, args.range,
                                                            args.concurrency, with_blocks=True)
                 floor_blocks.seconds.append(s)
                 step(f"run {i + 1}/{args.repeat}: floor with the block scan {s:.3f} s")
-                for k, v in parts.items():
-                    floor_parts[k].append(v)
-                step(f"run {i + 1}/{args.repeat}: floor {s:.3f} s")
                 s, indexer.rows = await indexer_once(node.url, dbs, template, history, args.range,
                                                      args.concurrency, f"run{i}", meter)
                 indexer.seconds.append(s)
