@@ -86,17 +86,10 @@ SYMBOL = "TST"
 GAS_PER_RECIPIENT = 35_000  # a cold recipient costs ~27k in TestToken.batchTransfer; 35k leaves room
 PRODUCT_MAX_BLOCK_RANGE = ChainSettings().max_block_range  # the eth_getLogs range of the product and the floor
 
-# The floor's table: same 23 columns and types as the indexer's staging table (chain_store.STAGING_DDL), as a
-# plain logged heap table without index or constraint, created afresh before each run.
-FLOOR_DDL = """
-DROP TABLE IF EXISTS floor_transfers;
-CREATE TABLE floor_transfers (
-    chain text, source text, user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
-    amount numeric, amount_raw numeric, token text, token_address text, token_decimals smallint,
-    value_usd numeric, status text, confirmations bigint, tx_index integer, tx_type text,
-    gas_used numeric, gas_price numeric, block_number bigint, block_hash text, block_timestamp timestamptz
-)
-"""
+# The floor's table: the columns and types of the indexer's staging table (chain_store.STAGING_DDL), as a plain
+# logged heap table without index or constraint, created afresh before each run.
+_STAGING_COLUMNS = chain_store.STAGING_DDL[chain_store.STAGING_DDL.index("(") + 1:chain_store.STAGING_DDL.rindex(")")]
+FLOOR_DDL = f"DROP TABLE IF EXISTS floor_transfers; CREATE TABLE floor_transfers ({_STAGING_COLUMNS})"
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -352,8 +345,8 @@ async def floor_once(
                     raw = int(log["data"][2:66], 16)
                     number = int(log["blockNumber"], 16)
                     records.append((
-                        "bsc", "indexer", user_id, wallet_id, log["transactionHash"], int(log["logIndex"], 16), frm, to,
-                        Decimal(raw).scaleb(-DECIMALS), Decimal(raw), SYMBOL, token, DECIMALS, None, "confirmed",
+                        "bsc", "indexer", user_id, wallet_id, log["transactionHash"], int(log["logIndex"], 16),
+                        frm, to, Decimal(raw).scaleb(-DECIMALS), Decimal(raw), SYMBOL, token, DECIMALS, None, "confirmed",
                         history.last_block - number + 1, int(log["transactionIndex"], 16), "deposit", None, None,
                         number, log["blockHash"], datetime.fromtimestamp(int(log["blockTimestamp"], 16), UTC),
                     ))
@@ -489,7 +482,8 @@ PHASES: list[tuple[str, Any, str, str]] = [
     ("async", ChainWatcher, "_receipts_up_to", "watcher: platform receipts"),
     ("sync", watcher_mod, "transfer_rows", "rows: transfer_rows (Python)"),
     ("async", ChainStore, "commit", "store.commit (one transaction)"),
-    ("async", asyncpg.connection.Connection, "copy_records_to_table", "  COPY (into transactions; staging on fallback)"),
+    ("async", asyncpg.connection.Connection, "copy_records_to_table",
+     "  COPY (into transactions; staging on fallback)"),
     ("execute", None, chain_store.UPSERT_SQL, "  UPSERT_SQL (staging -> transactions)"),
     ("execute", None, chain_store.INSERT_SQL, "  INSERT_SQL (staging -> transactions)"),
     ("async", chain_store.ChainStore, "_merge_late_platform_rows", "  merge late platform rows"),

@@ -22,9 +22,9 @@ from indexer.sync.rows import ROW_COLUMNS, TransferRow, row_block_number, row_ke
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
-    chain text, source text, user_id bigint, wallet_id bigint, tx_hash text, log_index integer, from_address text, to_address text,
-    amount numeric, amount_raw numeric, token text, token_address text, token_decimals smallint,
-    value_usd numeric, status text, confirmations bigint, tx_index integer, tx_type text,
+    chain text, source text, user_id bigint, wallet_id bigint, tx_hash text, log_index integer,
+    from_address text, to_address text, amount numeric, amount_raw numeric, token text, token_address text,
+    token_decimals smallint, value_usd numeric, status text, confirmations bigint, tx_index integer, tx_type text,
     gas_used numeric, gas_price numeric, block_number bigint, block_hash text, block_timestamp timestamptz
 ) ON COMMIT DELETE ROWS
 """
