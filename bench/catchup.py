@@ -370,11 +370,14 @@ def make_adapter(url: str, range_size: int, concurrency: int) -> EvmAdapter:
                       address_filter_limit=DEFAULT_ADDRESS_FILTER_LIMIT, concurrency=concurrency)
 
 
+SETTINGS_OVERRIDES: dict[str, Any] = {}  # from the command line (--tokens-only)
+
+
 def make_config(token: str, range_size: int) -> WatcherConfig:
     """Built by ``indexer.app.watcher_config`` from settings (the product's defaults for the rest, the catch-up
     batch included); the finalized tag decides finality on anvil anyway."""
     return watcher_config(ChainSettings(start_block=0, confirmations=1, poll_interval_s=0.05,
-                                        tokens={SYMBOL: token}, max_block_range=range_size))
+                                        tokens={SYMBOL: token}, max_block_range=range_size, **SETTINGS_OVERRIDES))
 
 
 async def indexer_once(
@@ -518,25 +521,6 @@ async def breakdown_once(
 # code and migrations are not touched. Product code is patched for the duration of the measurement, then restored.
 
 
-def _patch(owner: Any, attr: str, value: Any) -> Iterator[None]:
-    original = getattr(owner, attr)
-    setattr(owner, attr, value)
-    try:
-        yield
-    finally:
-        setattr(owner, attr, original)
-
-
-@contextmanager
-def no_native_scan(history: History, args: argparse.Namespace) -> Iterator[None]:
-    """NOT a valid change for BSC: shows what the full-block scan for native transfers costs."""
-
-    async def nothing(self: EvmAdapter, first: int, last: int, watched: frozenset[str]) -> list[Any]:
-        return []
-
-    yield from _patch(EvmAdapter, "_top_level_native_transfers", nothing)
-
-
 # cost probes applied to the template database after the migrations
 NO_FOREIGN_KEYS = [
     "ALTER TABLE transactions DROP CONSTRAINT transactions_wallet_owner_fkey",
@@ -553,8 +537,6 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {
-    "no-native-scan": Experiment("skip BSC's native full-block scan (what the scan costs; not a fix)",
-                                 patch=no_native_scan),
     "no-foreign-keys": Experiment("drop the three FKs of transactions (what their per-row checks cost; not a fix)",
                                   template_sql=tuple(NO_FOREIGN_KEYS)),
 }
@@ -599,6 +581,7 @@ def report(
     print(f"history: {blocks:,} blocks (0..{history.last_block}), {history.logs:,} Transfer logs, "
           f"{len(history.wallets)} known wallets; generated in {history.generation_s:.1f} s (not measured)")
     print(f"settings: range {args.range} blocks, concurrency {args.concurrency}, median of {args.repeat}"
+          + (", indexer with native_transfers = false" if args.tokens_only else "")
           + (f", experiments: {', '.join(args.experiment)}" if args.experiment else ""))
     print()
     print(f"{'':10} {'rows':>8} {'median s':>9} {'transfers/s':>12} {'blocks/s':>10}   runs (s)")
@@ -653,6 +636,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the median is reported")
     p.add_argument("--strict", action="store_true", help="exit 1 when the ratio is above the target")
     p.add_argument("--no-breakdown", action="store_true", help="skip the instrumented per-phase run")
+    p.add_argument("--tokens-only", action="store_true",
+                   help="run the indexer with CITADEL_BSC__NATIVE_TRANSFERS=false (no full-block scan)")
     p.add_argument("--experiment", action="append", default=[], choices=sorted(EXPERIMENTS),
                    help="prototype a change in this process only: " + "; ".join(
                        f"{k}: {v.help}" for k, v in EXPERIMENTS.items()))
@@ -717,6 +702,8 @@ async def measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tokens_only:
+        SETTINGS_OVERRIDES["native_transfers"] = False
     logging.basicConfig(level=logging.WARNING)
     # a SIGTERM (make interrupted, CI timeout) unwinds through the finally blocks that stop the servers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

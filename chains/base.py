@@ -167,10 +167,11 @@ class ChainAdapter(Protocol):
         ...
 
     async def transfers(
-        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str]
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
-        """Every transfer in blocks ``first..last`` of the native coin or of a token in ``tokens`` where either
-        side is in ``watched``. Ordered by (block, log_index)."""
+        """Every transfer in blocks ``first..last`` of a token in ``tokens`` (and of the native coin when
+        ``native``) where either side is in ``watched``. Ordered by (block, log_index). Without ``native`` an
+        adapter skips whatever it reads only for native transfers (the EVM full-block scan)."""
         ...
 
     async def receipts(self, tx_hashes: list[str]) -> dict[str, TxReceipt]:

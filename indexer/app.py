@@ -92,6 +92,7 @@ def watcher_config(cfg: ChainSettings) -> WatcherConfig:
         poll_interval_s=cfg.poll_interval_s,
         tokens=dict(cfg.tokens),
         catchup_range=cfg.catchup_batch_blocks,
+        native_transfers=cfg.native_transfers,
         finality_stall_s=cfg.finality_stall_s,
         stablecoins=frozenset(s.upper() for s in cfg.stablecoins),
         stablecoin_usd_price=cfg.stablecoin_usd_price,

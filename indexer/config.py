@@ -107,6 +107,8 @@ class ChainSettings(BaseModel):
     # blocks per catch-up commit; the next batch is fetched while one commits, so smaller batches keep the node
     # and the database busy at the same time (eth_getLogs pieces are still sized by max_block_range)
     catchup_batch_blocks: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    # false: only the configured tokens are indexed; on EVM chains this skips reading every block in full
+    native_transfers: bool = True
     address_filter_limit: Annotated[int, Field(ge=1, le=100_000)] = 500
     stablecoin_usd_price: Decimal = Decimal("1.00")
     stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC"])

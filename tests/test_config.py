@@ -31,6 +31,16 @@ def test_environment_wins_over_the_file_and_the_file_over_defaults(tmp_path: Pat
     assert s.polygon.tokens["USDT"].startswith("0xc2132D05")  # partial section keeps the chain's defaults
 
 
+def test_catch_up_settings_reach_the_watcher() -> None:
+    from indexer.app import watcher_config
+
+    s = load_settings(environ={"CITADEL_BSC__CATCHUP_BATCH_BLOCKS": "123", "CITADEL_BSC__NATIVE_TRANSFERS": "false"})
+    cfg = watcher_config(s.bsc)
+    assert (cfg.catchup_range, cfg.native_transfers) == (123, False)
+    default = watcher_config(s.polygon)
+    assert (default.catchup_range, default.native_transfers) == (500, True)
+
+
 def test_config_file_from_citadel_config(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text('log_format = "json"\n')
@@ -56,6 +66,8 @@ def test_config_file_from_citadel_config(tmp_path: Path) -> None:
         ({"CITADEL_LOG_FORMAT": "xml"}, "CITADEL_LOG_FORMAT:"),
         ({"CITADEL_BSC__BOGUS": "1"}, "CITADEL_BSC__BOGUS: unknown setting"),
         ({"CITADEL_BSC__RPC_URLS": '["https://x/k"'}, "CITADEL_BSC: a value is not valid JSON"),
+        ({"CITADEL_BSC__CATCHUP_BATCH_BLOCKS": "0"}, "CITADEL_BSC__CATCHUP_BATCH_BLOCKS:"),
+        ({"CITADEL_POLYGON__NATIVE_TRANSFERS": "sometimes"}, "CITADEL_POLYGON__NATIVE_TRANSFERS:"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], expected: str) -> None:

@@ -158,6 +158,27 @@ async def test_mixed_history_ends_equal_to_the_chain(scene_factory: Any, chain_i
     ]
 
 
+@pytest.mark.parametrize(("chain_id", "decimals"), [(56, 18), (137, 6)])
+async def test_with_native_transfers_off_only_the_tokens_are_indexed_and_no_block_is_read_in_full(
+    scene_factory: Any, chain_id: int, decimals: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: Scene = scene_factory(chain_id, decimals)
+    await s.register(*s.accounts[1:4])
+    mixed_history(s)
+    native_reads: list[str] = []
+    for name in ("_top_level_native_transfers", "_polygon_native_transfers"):
+        async def spy(*args: Any, _name: str = name, **kwargs: Any) -> list[Any]:
+            native_reads.append(_name)
+            return []
+        monkeypatch.setattr(s.adapter, name, spy)
+    watcher = s.make_watcher(native_transfers=False)
+    await sync_to_head(watcher, s.head)
+    expected = [r for r in s.expected() if r[5] is not None]  # token rows only
+    assert any(r[5] is None for r in s.expected())  # the history has native transfers to leave out
+    assert await actual_rows(s.pool, s.chain.value) == expected
+    assert native_reads == []
+
+
 async def test_confirmations_track_the_head_and_rows_confirm_at_finality(scene_factory: Any) -> None:
     s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "4"])  # finalized = head - 8
     (w,) = await s.register(s.accounts[1])

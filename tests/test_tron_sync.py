@@ -99,9 +99,9 @@ class TronScene:
         self.wallets.extend(added)
         return added
 
-    def watcher(self) -> ChainWatcher:
-        return ChainWatcher(self.adapter, ChainStore(self.pool, "tron"),
-                            watcher_config(self.tokens, confirmations=19, catchup_range=30, follow_batch=10))
+    def watcher(self, **overrides: Any) -> ChainWatcher:
+        settings: dict[str, Any] = {"confirmations": 19, "catchup_range": 30, "follow_batch": 10, **overrides}
+        return ChainWatcher(self.adapter, ChainStore(self.pool, "tron"), watcher_config(self.tokens, **settings))
 
     def head(self) -> int:
         return self.sim.head_number
@@ -152,6 +152,15 @@ async def test_mixed_history_ends_equal_to_the_chain(scene: TronScene) -> None:
     assert all(r["from_address"].startswith("T") and r["to_address"].startswith("T") for r in rows)
     pending = [r for r in rows if r["block_number"] > scene.sim.solid_number]
     assert all(r["status"] in ("pending", "failed") for r in pending)
+
+
+async def test_with_native_transfers_off_trx_transfers_are_left_out(scene: TronScene) -> None:
+    await scene.register(*scene.people[:3])
+    mixed_history(scene)
+    await sync_to_head(scene.watcher(native_transfers=False), scene.head)
+    everything = expected_tron_rows(scene.sim, scene.wallets, set(scene.tokens.values()))
+    assert any(r[5] is None for r in everything)  # the history has TRX transfers to leave out
+    assert await actual_rows(scene.pool, "tron") == [r for r in everything if r[5] is not None]
 
 
 @pytest.mark.parametrize("depth", [1, 5, 18])

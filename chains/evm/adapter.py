@@ -271,7 +271,7 @@ class EvmAdapter:
     # ------------------------------------------------------------------------------------------- transfers
 
     async def transfers(
-        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str]
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
         if last < first or not watched:
             return []
@@ -279,12 +279,15 @@ class EvmAdapter:
         tokens_l = frozenset(t.lower() for t in tokens)
         async with unwrap_task_group() as tg:
             token_task = tg.create_task(self._token_transfers(first, last, watched_l, tokens_l))
-            native_task = tg.create_task(self._top_level_native_transfers(first, last, watched_l))
+            if native:
+                native_task = tg.create_task(self._top_level_native_transfers(first, last, watched_l))
+                if self.chain == Chain.POLYGON:
+                    internal_task = tg.create_task(self._polygon_native_transfers(first, last, watched_l))
+        out = token_task.result()
+        if native:
+            out += native_task.result()
             if self.chain == Chain.POLYGON:
-                internal_task = tg.create_task(self._polygon_native_transfers(first, last, watched_l))
-        out = token_task.result() + native_task.result()
-        if self.chain == Chain.POLYGON:
-            out += _internal_only(internal_task.result(), native_task.result())
+                out += _internal_only(internal_task.result(), native_task.result())
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
         return out
 

@@ -269,7 +269,7 @@ class TronAdapter:
         return [_block_ref(b, "getblockbylimitnext") for b in await self._blocks(first, last)]
 
     async def transfers(
-        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str]
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
         if last < first:
             return []
@@ -302,7 +302,8 @@ class TronAdapter:
         out: list[Transfer] = []
         for block in blocks:
             if block.get("transactions"):
-                out.extend(self._block_transfers(block, infos_by_block[id(block)], watched_hex, token_hex))
+                out.extend(self._block_transfers(block, infos_by_block[id(block)], watched_hex, token_hex,
+                                                 native=native))
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
         return out
 
@@ -312,6 +313,8 @@ class TronAdapter:
         infos: list[Any],
         watched_hex: dict[str, str],
         token_hex: dict[str, str],
+        *,
+        native: bool = True,
     ) -> list[Transfer]:
         ref = _block_ref(block, "block")
         txs = block["transactions"]
@@ -347,7 +350,7 @@ class TronAdapter:
             contract = self._contract_of(tx)
             if contract is not None:
                 kind, value = contract
-                if kind == "TransferContract":
+                if kind == "TransferContract" and native:
                     try:
                         from_hex, to_hex = to_hex20(value["owner_address"]), to_hex20(value["to_address"])
                         amount = _int(value.get("amount"), "amount", 0)

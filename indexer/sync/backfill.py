@@ -54,7 +54,7 @@ class Progress:
 
 
 async def _range_rows(watcher: ChainWatcher, first: int, last: int, watched: frozenset[str]) -> list[TransferRow]:
-    transfers = await watcher.adapter.transfers(first, last, watched, watcher.token_addresses)
+    transfers = await watcher.transfers_of(first, last, watched)
     transfers = await watcher.with_timestamps(transfers, {})
     return transfer_rows(
         transfers,

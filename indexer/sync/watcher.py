@@ -47,6 +47,7 @@ class WatcherConfig:
     poll_interval_s: float
     tokens: dict[str, str]  # symbol -> contract address (as configured)
     catchup_range: int = 500  # blocks per catch-up commit (CITADEL_<CHAIN>__CATCHUP_BATCH_BLOCKS)
+    native_transfers: bool = True  # CITADEL_<CHAIN>__NATIVE_TRANSFERS
     follow_batch: int = 100
     finality_stall_s: float = 300.0
     stablecoins: frozenset[str] = frozenset({"USDT", "USDC"})
@@ -106,6 +107,8 @@ class ChainWatcher:
         await self._refresh_wallets(force=True)
 
     async def _load_tokens(self) -> None:
+        # the native coin is always described: its cached balance is refreshed even when its transfers are not
+        # indexed (``native_transfers`` off only stops the adapters from reading them)
         self.tokens = {
             None: TokenMeta(None, self.adapter.native_symbol, self.adapter.native_decimals, None),
         }
@@ -220,8 +223,8 @@ class ChainWatcher:
         if following[0] <= following[1]:
             self._start_prefetch(*following)
         # platform transactions are settled once at the head, not on every range of the catch-up hot path
-        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=head.number,
-                             final_number=final)
+        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain,
+                             head_number=head.number, final_number=final)
         await self._commit(
             Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=anchor.hash, window_reset=anchor,
                   head=head.number, final=final),
@@ -231,7 +234,7 @@ class ChainWatcher:
         self.cursor = last
 
     async def _fetch_final_range(self, first: int, last: int) -> tuple[list[Transfer], BlockRef]:
-        transfers = await self.adapter.transfers(first, last, self.wallets.addresses, self.token_addresses)
+        transfers = await self.transfers_of(first, last, self.wallets.addresses)
         anchor = await self.adapter.block_ref(last)
         if anchor is None:
             raise InconsistentBlocks(f"block {last} vanished")
@@ -281,14 +284,14 @@ class ChainWatcher:
         if not refs:
             return
         hashes = {b.number: b.hash for b in refs}
-        transfers = await self.adapter.transfers(refs[0].number, last, self.wallets.addresses, self.token_addresses)
+        transfers = await self.transfers_of(refs[0].number, last, self.wallets.addresses)
         for t in transfers:
             if hashes.get(t.block_number) != t.block_hash:
                 raise InconsistentBlocks(f"transfer in block {t.block_number} is from another fork")
         transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in refs})
         settle = await self._receipts_up_to(last, final, hashes)
-        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=head.number,
-                             final_number=final)
+        rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain,
+                             head_number=head.number, final_number=final)
         await self._commit(
             Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=refs[-1].hash, rollback_to=rollback_to,
                   window_add=refs, prune_below=min(final, last), head=head.number, final=final, settle=settle),
@@ -350,6 +353,12 @@ class ChainWatcher:
                 out.append(receipt)
         return out
 
+    async def transfers_of(self, first: int, last: int, watched: frozenset[str]) -> list[Transfer]:
+        """What this chain indexes in blocks ``first..last`` for ``watched``: the configured tokens, and the native
+        coin unless ``native_transfers`` is off."""
+        return await self.adapter.transfers(first, last, watched, self.token_addresses,
+                                            native=self.cfg.native_transfers)
+
     async def with_timestamps(self, transfers: list[Transfer], known: dict[int, int]) -> list[Transfer]:
         missing = sorted({t.block_number for t in transfers if t.block_timestamp is None} - known.keys())
         if missing:
@@ -399,13 +408,13 @@ class ChainWatcher:
         anchor = self.window.anchor.number if self.window.anchor is not None else self.cursor
         rows = []
         if self.cursor > anchor:
-            transfers = await self.adapter.transfers(anchor + 1, self.cursor, frozenset(added), self.token_addresses)
+            transfers = await self.transfers_of(anchor + 1, self.cursor, frozenset(added))
             for t in transfers:
                 if self.window.hash_at(t.block_number) != t.block_hash:
                     raise InconsistentBlocks("rescan saw another fork; retrying")
             transfers = await self.with_timestamps(transfers, {b.number: b.timestamp for b in self.window.blocks})
-            rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain, head_number=self.head_number,
-                                 final_number=self.final_number)
+            rows = transfer_rows(transfers, self.wallets.by_address, self.tokens, chain=self.chain,
+                                 head_number=self.head_number, final_number=self.final_number)
         target = max(anchor, self.cfg.start_block - 1)
         states = [StreamState(self.wallets.stream_name(self.wallets.by_address[a]), self.cfg.start_block - 1, target)
                   for a in added if a in self.wallets.by_address]
