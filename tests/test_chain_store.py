@@ -3,6 +3,7 @@ upsert otherwise, and the fall-back when a concurrent writer got to the same row
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import asyncpg
@@ -59,3 +60,15 @@ async def test_a_row_repeated_within_a_fresh_batch_is_stored_once(pool: asyncpg.
     stored = await actual_rows(pool, "bsc")
     assert len(stored) == 10 and len(set(stored)) == 10
     assert await pool.fetchval("SELECT block_number FROM sync_cursors WHERE stream = 'realtime'") == 19
+
+
+async def test_a_connection_aborted_mid_protocol_goes_back_to_the_pool(pool: asyncpg.Pool) -> None:
+    """What asyncpg does itself on a protocol error or a connection cut mid-message (``Protocol.abort()``): before
+    asyncpg 0.32 the pool never got that connection back (asyncpg #1307), so each database outage could strand one
+    of the daemon's connections until the pool was empty and every chain hung. pyproject pins asyncpg >= 0.32."""
+    async with pool.acquire() as conn:
+        conn._con._protocol.abort()  # the internal path under test
+    async with asyncio.timeout(10):
+        taken = [await pool.acquire() for _ in range(pool.get_max_size())]
+    for conn in taken:
+        await pool.release(conn)

@@ -452,6 +452,11 @@ async def test_the_watcher_survives_lost_database_connections(scene_factory: Any
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    # every connection the watcher took went back to the pool: a leak per outage would starve a months-long daemon
-    assert s.pool.get_idle_size() == s.pool.get_size()
+    # every connection the watcher took went back to the pool: the pool can still hand out all of them at once.
+    # (asyncpg < 0.32 stranded a connection lost mid-protocol as "in use" forever, asyncpg #1307: one per outage,
+    # until a months-long daemon starves)
+    async with asyncio.timeout(10):
+        taken = [await s.pool.acquire() for _ in range(s.pool.get_max_size())]
+    for conn in taken:
+        await s.pool.release(conn)
 
