@@ -16,8 +16,8 @@ Every server is started here and stopped at exit: anvil from ``node_modules`` an
 wheel), unless ``CITADEL_DATABASE_URL`` names a server, in which case the bench creates and drops its own
 ``citadel_bench_<pid>_*`` databases there (the role needs CREATEDB) and touches nothing else.
 
-``--experiment NAME`` (repeatable) monkeypatches the product inside this process only, to measure a proposed
-change before making it; see ``EXPERIMENTS``.
+``--tokens-only`` runs the indexer with ``native_transfers = false``. ``--experiment NAME`` (repeatable) applies a
+cost probe to the bench's own template database (see ``EXPERIMENTS``); the repository is not touched.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -517,11 +515,9 @@ async def breakdown_once(
 
 
 # ------------------------------------------------------------------------------------------------ experiments
-# Each one prototypes a proposed change inside this process and its throwaway databases only: the repository's
-# code and migrations are not touched. Product code is patched for the duration of the measurement, then restored.
+# Cost probes: SQL run on the bench's template database after the migrations. The repository's code and
+# migrations are not touched.
 
-
-# cost probes applied to the template database after the migrations
 NO_FOREIGN_KEYS = [
     "ALTER TABLE transactions DROP CONSTRAINT transactions_wallet_owner_fkey",
     "ALTER TABLE transactions DROP CONSTRAINT transactions_strategy_id_fkey",
@@ -532,7 +528,6 @@ NO_FOREIGN_KEYS = [
 @dataclass(frozen=True)
 class Experiment:
     help: str
-    patch: Callable[[History, argparse.Namespace], Any] | None = None
     template_sql: tuple[str, ...] = ()
 
 
@@ -540,18 +535,6 @@ EXPERIMENTS: dict[str, Experiment] = {
     "no-foreign-keys": Experiment("drop the three FKs of transactions (what their per-row checks cost; not a fix)",
                                   template_sql=tuple(NO_FOREIGN_KEYS)),
 }
-
-
-@contextmanager
-def experiments_applied(names: list[str], history: History, args: argparse.Namespace) -> Iterator[None]:
-    managers = [EXPERIMENTS[n].patch(history, args) for n in names if EXPERIMENTS[n].patch is not None]
-    for m in managers:
-        m.__enter__()
-    try:
-        yield
-    finally:
-        for m in reversed(managers):
-            m.__exit__(None, None, None)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -667,34 +650,33 @@ async def measure(
         indexer = Result([], 0)
         floor_parts: dict[str, list[float]] = defaultdict(list)
         cpu: dict[str, dict[str, list[float]]] = {"floor": defaultdict(list), "indexer": defaultdict(list)}
-        with experiments_applied(args.experiment, history, args):
-            for i in range(args.repeat):
-                s, floor.rows, parts = await floor_once(node.url, floor_db, history, ids, args.range,
-                                                        args.concurrency, meter)
-                floor.seconds.append(s)
-                for k, v in meter.last.items():
-                    cpu["floor"][k].append(v)
-                for k, v in parts.items():
-                    floor_parts[k].append(v)
-                step(f"run {i + 1}/{args.repeat}: floor {s:.3f} s")
-                s, floor_blocks.rows, _ = await floor_once(node.url, floor_db, history, ids, args.range,
-                                                           args.concurrency, with_blocks=True)
-                floor_blocks.seconds.append(s)
-                step(f"run {i + 1}/{args.repeat}: floor with the block scan {s:.3f} s")
-                s, indexer.rows = await indexer_once(node.url, dbs, template, history, args.range,
-                                                     args.concurrency, f"run{i}", meter)
-                indexer.seconds.append(s)
-                for k, v in meter.last.items():
-                    cpu["indexer"][k].append(v)
-                step(f"run {i + 1}/{args.repeat}: indexer {s:.3f} s")
-            blocks = history.last_block + 1
-            ok = report(history, blocks, floor, indexer, args, floor_blocks)
-            print("floor parts (median s): " + ", ".join(
-                f"{k} {statistics.median(v):.3f}" for k, v in floor_parts.items()))
-            print_cpu(cpu)
-            if not args.no_breakdown:
-                total, timer = await breakdown_once(node.url, dbs, template, history, args.range, args.concurrency)
-                print_breakdown(total, timer)
+        for i in range(args.repeat):
+            s, floor.rows, parts = await floor_once(node.url, floor_db, history, ids, args.range,
+                                                    args.concurrency, meter)
+            floor.seconds.append(s)
+            for k, v in meter.last.items():
+                cpu["floor"][k].append(v)
+            for k, v in parts.items():
+                floor_parts[k].append(v)
+            step(f"run {i + 1}/{args.repeat}: floor {s:.3f} s")
+            s, floor_blocks.rows, _ = await floor_once(node.url, floor_db, history, ids, args.range,
+                                                       args.concurrency, with_blocks=True)
+            floor_blocks.seconds.append(s)
+            step(f"run {i + 1}/{args.repeat}: floor with the block scan {s:.3f} s")
+            s, indexer.rows = await indexer_once(node.url, dbs, template, history, args.range,
+                                                 args.concurrency, f"run{i}", meter)
+            indexer.seconds.append(s)
+            for k, v in meter.last.items():
+                cpu["indexer"][k].append(v)
+            step(f"run {i + 1}/{args.repeat}: indexer {s:.3f} s")
+        blocks = history.last_block + 1
+        ok = report(history, blocks, floor, indexer, args, floor_blocks)
+        print("floor parts (median s): " + ", ".join(
+            f"{k} {statistics.median(v):.3f}" for k, v in floor_parts.items()))
+        print_cpu(cpu)
+        if not args.no_breakdown:
+            total, timer = await breakdown_once(node.url, dbs, template, history, args.range, args.concurrency)
+            print_breakdown(total, timer)
         return ok
     finally:
         await dbs.drop_all()

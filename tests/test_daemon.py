@@ -103,16 +103,23 @@ def busy_history(anvil: Anvil, wallets: list[KnownWallet], token: str, blocks: i
         evm.token_transfer(anvil, token, sender, to, i + 1)
 
 
+async def busy_bsc(anvil: Anvil, pool: asyncpg.Pool, known: int, blocks: int) -> tuple[str, list[KnownWallet]]:
+    """A USDT token, ``known`` registered wallets (accounts 1..known), funds for them and for an outside sender,
+    then ``busy_history`` over ``blocks`` blocks. Returns the token and the wallets."""
+    accounts = evm.accounts(anvil)
+    token = evm.deploy_token(anvil, 18, "USDT")
+    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(a)) for a in accounts[1 : 1 + known]]
+    for a in [*accounts[1 : 1 + known], accounts[8]]:
+        evm.token_mint(anvil, token, accounts[0], a, 10**24)
+    busy_history(anvil, wallets, token, blocks)
+    return token, wallets
+
+
 async def test_kill9_during_catch_up_and_realtime_then_restart_loses_and_duplicates_nothing(
     anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
 ) -> None:
     anvil = anvil_factory(56)
-    accounts = evm.accounts(anvil)
-    token = evm.deploy_token(anvil, 18, "USDT")
-    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(a)) for a in accounts[1:4]]
-    for a in [*accounts[1:4], accounts[8]]:
-        evm.token_mint(anvil, token, accounts[0], a, 10**24)
-    busy_history(anvil, wallets, token, 240)
+    token, wallets = await busy_bsc(anvil, pool, known=3, blocks=240)
     env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="4",
                      CITADEL_BSC__CATCHUP_BATCH_BLOCKS="4")  # many small commits: the kill lands between two
 
@@ -239,11 +246,7 @@ async def test_cli_backfill_reindexes_a_final_range_and_refuses_unfinalised_bloc
     anvil_factory: Any, pool: asyncpg.Pool, db_url: str
 ) -> None:
     anvil = anvil_factory(56, extra_args=["--slots-in-an-epoch", "2"])  # finalized = head - 4
-    accounts = evm.accounts(anvil)
-    token = evm.deploy_token(anvil, 18, "USDT")
-    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(accounts[1]))]
-    evm.token_mint(anvil, token, accounts[0], accounts[8], 10**24)
-    busy_history(anvil, wallets, token, 30)
+    token, wallets = await busy_bsc(anvil, pool, known=1, blocks=30)
     head = evm.block_number(anvil)
     env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="7")
 
@@ -326,11 +329,7 @@ async def test_daemon_retakes_its_writer_lock_after_losing_every_database_connec
     anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
 ) -> None:
     anvil = anvil_factory(56)
-    accounts = evm.accounts(anvil)
-    token = evm.deploy_token(anvil, 18, "USDT")
-    wallets = [await add_wallet(pool, "bsc", evm.to_checksum(accounts[1]))]
-    evm.token_mint(anvil, token, accounts[0], accounts[8], 10**24)
-    busy_history(anvil, wallets, token, 10)
+    token, wallets = await busy_bsc(anvil, pool, known=1, blocks=10)
     daemon = Daemon(daemon_env(db_url, anvil, {"USDT": token}, CITADEL_LOG_FORMAT="text"), tmp_path / "d.log")
     daemons.append(daemon)
     daemon.start()

@@ -20,7 +20,7 @@ from chains.base import (
     Transfer,
 )
 from chains.evm.adapter import EvmAdapter, decode_symbol, normalise_evm_address
-from chains.evm.logs import LOG_TRANSFER_TOPIC, POLYGON_NATIVE_CONTRACT
+from chains.evm.logs import LOG_TRANSFER_TOPIC, POLYGON_NATIVE_CONTRACT, TRANSFER_TOPIC, topic_of
 from chains.evm.rpc import JsonRpcClient
 from indexer.devstack.anvil import Anvil
 from tests.support import evm
@@ -201,6 +201,22 @@ async def test_transfers_match_what_happened_on_chain(anvil_bsc: Anvil, bsc_scen
     assert failed.log_index == NATIVE_LOG_INDEX and failed.success is False and failed.gas_used
     assert all(t.block_timestamp for t in got)
     assert all(t.block_hash.startswith("0x") and len(t.block_hash) == 66 for t in got)
+
+
+def test_decoding_keeps_each_transfer_once_and_drops_removed_logs() -> None:
+    """Raw logs come unordered and may repeat (the sender and the recipient filter both match a transfer between
+    two watched wallets); a log the node marks ``removed`` belongs to an orphaned block."""
+    token, a, b, outsider = "0x" + "70" * 20, "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
+
+    def log(index: int, frm: str, to: str, *, removed: bool = False) -> dict[str, Any]:
+        return {"address": token, "topics": [TRANSFER_TOPIC, topic_of(frm), topic_of(to)],
+                "data": "0x" + "0" * 63 + "1", "transactionHash": "0x" + f"{index:064x}", "logIndex": hex(index), "blockNumber": "0x5",
+                "blockHash": "0x" + "05" * 32, "transactionIndex": "0x0", "removed": removed}
+
+    p2p, deposit, orphaned = log(1, a, b), log(2, outsider, a), log(3, outsider, b, removed=True)
+    ad = adapter("http://127.0.0.1:1")
+    got = ad._decode_logs([p2p, deposit, p2p, orphaned], 1, frozenset({a, b}), frozenset({token}), native=False)
+    assert sorted(t.log_index for t in got) == [1, 2]
 
 
 async def test_token_wide_scan_returns_the_same_as_topic_filters(

@@ -297,7 +297,7 @@ class EvmAdapter:
         async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
             return await self.rpc.batch(calls, return_errors=True)
 
-        return await fetch_logs(batch, first, last, filters, sizer, concurrency=self.concurrency, raw=True)
+        return await fetch_logs(batch, first, last, filters, sizer, concurrency=self.concurrency)
 
     def _decode_logs(
         self, logs: list[Log], from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool

@@ -1,6 +1,6 @@
-"""eth_getLogs over block ranges: provider limit errors, an adaptive range size, filter shapes, de-duplication.
+"""eth_getLogs over block ranges: provider limit errors, an adaptive range size, filter shapes.
 
-Pure parts (no I/O): :func:`classify_range_error`, :class:`RangeSizer`, :func:`plan_filters`, :func:`dedup_logs`.
+Pure parts (no I/O): :func:`classify_range_error`, :class:`RangeSizer`, :func:`plan_filters`.
 The async part, :func:`fetch_logs`, walks a range with a bounded number of concurrent requests, splitting a
 range the provider refused and splitting the address lists of a filter the provider found too wide.
 
@@ -8,7 +8,7 @@ Filter shapes (topics are AND across positions, OR within one):
 
 - a small watch set (``<= address_filter_limit``): two filters per chunk of watched addresses, one with the
   chunk in the ``from`` position and one in the ``to`` position; the tokens go in ``address``. A transfer between
-  two watched addresses comes back from both: :func:`dedup_logs` keeps one, keyed by (blockHash, logIndex).
+  two watched addresses comes back from both; the caller, which decodes every log anyway, keeps one.
 - a large watch set: one token-wide filter (event topic only) and an in-memory membership test by the caller.
   Sending 100k addresses in a filter fails on every provider (bsc/bor cap each position at 1000 values).
 """
@@ -242,21 +242,6 @@ def plan_filters(
     return FilterPlan(filters, token_wide=False)
 
 
-def dedup_logs(logs: Iterable[Log]) -> list[Log]:
-    """Logs unique by (blockHash, logIndex), first seen kept; ``removed`` logs dropped."""
-    seen: set[tuple[str, str]] = set()
-    out: list[Log] = []
-    for entry in logs:
-        if entry.get("removed"):
-            continue
-        key = (str(entry.get("blockHash", "")).lower(), str(entry.get("logIndex", "")))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(entry)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------- fetching
 
 
@@ -317,13 +302,11 @@ async def fetch_logs(
     sizer: RangeSizer,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
-    raw: bool = False,
 ) -> list[Log]:
-    """Every log matching any of ``filters`` in blocks ``first..last``, de-duplicated, in (block, index) order.
-
-    ``raw``: the logs as the node sent them, in no particular order, a log matched by two filters twice and
-    ``removed`` logs included: for a caller that decodes every log anyway and can drop duplicates more cheaply
-    afterwards (the catch-up hot path: sorting and de-duplicating 30k raw dicts costs more than fetching them).
+    """Every log matching any of ``filters`` in blocks ``first..last``, as the node sent them: in no particular
+    order, a log matched by two filters twice, ``removed`` logs included. The caller decodes every log anyway and
+    drops what it does not want there, which costs less than sorting and de-duplicating tens of thousands of raw
+    dicts first (the catch-up hot path).
 
     The range is walked in pieces of ``sizer.size`` blocks by ``concurrency`` workers; each piece sends all
     filters in one JSON-RPC batch. A refused piece is split (as the provider suggested or in half) and its pieces
@@ -403,16 +386,4 @@ async def fetch_logs(
     async with unwrap_task_group() as tg:
         for _ in range(max(1, concurrency)):
             tg.create_task(worker())
-    if raw:
-        return found
-    # two filters (watched as sender, as recipient) both return a transfer between two watched addresses
-    logs = dedup_logs(found) if len(current_filters) > 1 else found
-    try:
-        logs.sort(key=_log_position)
-    except (KeyError, TypeError, ValueError):  # a malformed entry: the tolerant key puts it first
-        logs.sort(key=lambda e: (_int_or_none(e.get("blockNumber")) or 0, _int_or_none(e.get("logIndex")) or 0))
-    return logs
-
-
-def _log_position(entry: Log) -> tuple[int, int]:
-    return int(entry["blockNumber"], 16), int(entry["logIndex"], 16)
+    return found

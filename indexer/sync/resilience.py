@@ -48,11 +48,12 @@ class Backoff:
     async def after(self, exc: BaseException) -> None:
         kind = type(exc).__name__
         metrics.WATCHER_ERRORS.labels(self.chain, kind).inc()
+        pause_s = self.delay_s * (0.5 + random.random())  # jittered, so replicas do not retry in step
         log.warning(
             f"{self.what} failed, retrying",
-            extra={"fields": {"chain": self.chain, "error": f"{kind}: {exc}", "retry_in_s": self.delay_s}},
+            extra={"fields": {"chain": self.chain, "error": f"{kind}: {exc}", "retry_in_s": round(pause_s, 2)}},
         )
-        await asyncio.sleep(self.delay_s * (0.5 + random.random()))
+        await asyncio.sleep(pause_s)
         self.delay_s = min(self.delay_s * 2, self.max_s)
 
 

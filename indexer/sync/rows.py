@@ -152,8 +152,7 @@ def transfer_rows(
         if sender is None and receiver is None:
             continue
         both = sender is not None and receiver is not None
-        amount_raw = Decimal(t.amount_raw)
-        amount = _EXACT.scaleb(amount_raw, -token.decimals)  # = scale(t.amount_raw, token.decimals)
+        amount = scale(t.amount_raw, token.decimals)
         value = usd_value(amount, token.usd_price)
         status = status_for(t, final_number)
         confirmations = max(head_number - t.block_number + 1, 0)
@@ -181,7 +180,7 @@ def transfer_rows(
                     t.from_address,
                     t.to_address,
                     amount,
-                    amount_raw,
+                    Decimal(t.amount_raw),
                     token.symbol,
                     token.address,
                     token.decimals,
