@@ -11,7 +11,8 @@ Error tree::
     ├── RetryableChainError         transient: timeouts, 5xx, rate limits, truncated bodies; retry with backoff
     │   ├── RateLimited             429 / 403 / "lack of computing resources" / frequency-limit bodies
     │   ├── RangeTooLarge           the provider refused a log range; ``suggested_to`` when it proposed one
-    │   └── MalformedResponse       a response without the documented shape (truncated JSON, missing fields)
+    │   ├── MalformedResponse       a response without the documented shape (truncated JSON, missing fields)
+    │   └── BlockNotAvailable       the answering node lacks a block it was asked about (behind the others)
     └── FatalChainError             retrying will not help: wrong chain id, malformed config, reorg past finality
         ├── ChainIdMismatch
         └── ReorgTooDeep            the chain replaced a block the indexer had as final
@@ -21,6 +22,7 @@ Every message is free of secrets: RPC URLs are shown through :func:`chains.redac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, Protocol
@@ -61,6 +63,11 @@ class RangeTooLarge(RetryableChainError):
 
 class MalformedResponse(RetryableChainError):
     """A response without the documented shape (truncated JSON, missing fields, wrong types)."""
+
+
+class BlockNotAvailable(RetryableChainError):
+    """The node that answered does not have (yet) a block it was asked about: typically one node of several behind a
+    load balancer, a few blocks behind the others. Never to be read as "nothing happened in that block"."""
 
 
 class FatalChainError(ChainError):
@@ -171,7 +178,20 @@ class ChainAdapter(Protocol):
     ) -> list[Transfer]:
         """Every transfer in blocks ``first..last`` of a token in ``tokens`` (and of the native coin when
         ``native``) where either side is in ``watched``. Ordered by (block, log_index). Without ``native`` an
-        adapter skips whatever it reads only for native transfers (the EVM full-block scan)."""
+        adapter skips whatever it reads only for native transfers (the EVM full-block scan).
+
+        Complete or an error: every block of the range is covered by the answer, or ``BlockNotAvailable`` /
+        another ``RetryableChainError`` is raised. A node behind the others (its head below ``last``) must never
+        make blocks look empty."""
+        ...
+
+    async def block_transfers(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
+    ) -> list[Transfer]:
+        """What :meth:`transfers` gives, for exactly ``blocks`` (linked, ascending), identified by their hashes: the
+        realtime path, where the window knows which fork it follows. Never returns a transfer of another block with
+        the same number; raises ``BlockNotAvailable`` (retryable) when the node that answered does not know one of
+        the blocks, instead of answering as if it were empty."""
         ...
 
     async def receipts(self, tx_hashes: list[str]) -> dict[str, TxReceipt]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from eth_utils.address import is_checksum_address
 
 from chains.base import (
     NATIVE_LOG_INDEX,
+    BlockNotAvailable,
     BlockRef,
     Chain,
     ChainError,
@@ -63,10 +65,6 @@ _SELECTOR_DECIMALS = "0x313ce567"
 _SELECTOR_BALANCE_OF = "0x70a08231"
 
 _NATIVE_SYMBOLS = {Chain.BSC: "BNB", Chain.POLYGON: "POL"}
-
-
-class BlockNotAvailable(RetryableChainError):
-    """The node does not (yet) have a block that was asked for: a lagging node behind a load balancer."""
 
 
 def split_rpc_urls(urls: list[str]) -> tuple[list[str], list[str]]:
@@ -290,6 +288,18 @@ class EvmAdapter:
                 out += _internal_only(internal_task.result(), native_task.result())
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
         return out
+
+    async def block_transfers(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
+    ) -> list[Transfer]:
+        if not blocks:
+            return []
+        hashes = {b.number: b.hash for b in blocks}
+        found = await self.transfers(blocks[0].number, blocks[-1].number, watched, tokens, native=native)
+        for t in found:
+            if hashes.get(t.block_number) != t.block_hash:
+                raise BlockNotAvailable(f"{self.chain}: block {t.block_number} answered from another fork")
+        return found
 
     async def _logs(
         self, sizer: RangeSizer, first: int, last: int, filters: list[dict[str, Any]]

@@ -43,11 +43,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from chains.base import (
     NATIVE_LOG_INDEX,
+    BlockNotAvailable,
     BlockRef,
     Chain,
     ChainError,
@@ -306,6 +307,18 @@ class TronAdapter:
                                                  native=native))
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
         return out
+
+    async def block_transfers(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
+    ) -> list[Transfer]:
+        if not blocks:
+            return []
+        hashes = {b.number: b.hash for b in blocks}
+        found = await self.transfers(blocks[0].number, blocks[-1].number, watched, tokens, native=native)
+        for t in found:
+            if hashes.get(t.block_number) != t.block_hash:
+                raise BlockNotAvailable(f"tron: block {t.block_number} answered from another fork")
+        return found
 
     def _block_transfers(
         self,
