@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9108
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # ``migrate`` gives the daemon's least-privilege role (citadel_indexer) this login password when set
+    indexer_db_password: SecretStr | None = None
 
     # the TOML path is passed through this class attribute by load_settings (pydantic-settings reads it in
     # settings_customise_sources, which has no other channel)
