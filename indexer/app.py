@@ -6,14 +6,16 @@ Daemon shape::
     ├── metrics/health HTTP server           /metrics (Prometheus), /healthz (JSON, 503 when a watcher is down)
     ├── wallet listener                      LISTEN citadel_wallets → wakes the chain's watcher (polling fallback)
     └── per enabled chain (own task, own failure domain):
-        ├── writer lock                      session advisory lock: one writer per chain across replicas
+        ├── writer lease (indexer.store.lease) one writer per chain across replicas; heartbeat on its session
         ├── ChainWatcher.run                 catch-up, follow, reorgs
-        ├── WalletBackfiller.run             history of wallets added while running
+        ├── Backfiller.run                   history of wallets added while running, range backfill jobs
         └── BalanceRefresher.run             cached balances in wallets (touched wallets soon, all every 5 min)
+        all of them writing through the chain's one ChainWriter, whose every transaction is fenced
 
-A chain whose watcher stops on a fatal error (wrong chain id, reorg past finality) is reported and left stopped;
-the other chains go on. Shutdown (SIGINT/SIGTERM) cancels the tasks; every batch is one transaction, so an
-interrupted batch simply never happened.
+A replica that loses its lease (its lease session cut or silent, or a write fenced because another replica took
+over) stops every loop of that chain at once and stands by again. A chain whose watcher stops on a fatal error
+(wrong chain id, reorg past finality) is reported and left stopped; the other chains go on. Shutdown
+(SIGINT/SIGTERM) cancels the tasks; every batch is one transaction, so an interrupted batch simply never happened.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -33,23 +39,25 @@ from chains.base import Chain, ChainAdapter, FatalChainError
 from indexer import metrics
 from indexer.config import ChainSettings, Settings
 from indexer.logs import register_secret
+from indexer.model import WriterFenced
 from indexer.store import db
 from indexer.store.chain_store import ChainStore, prepare_connection
+from indexer.store.lease import LeaseLost, WriterLease, current_writer
 from indexer.store.migrate import migration_status
-from indexer.sync.backfill import WalletBackfiller
+from indexer.sync.backfill import Backfiller, Progress, backfill_blocks, check_range, range_stream
 from indexer.sync.balances import BalanceRefresher
 from indexer.sync.resilience import TRANSIENT_ERRORS, Backoff
-from indexer.sync.watcher import ChainWatcher, WatcherConfig
+from indexer.sync.view import ChainView, WatcherConfig
+from indexer.sync.watcher import ChainWatcher
+from indexer.sync.writer import ChainWriter
 
 log = logging.getLogger("citadel.app")
 
 WALLET_CHANNEL = "citadel_wallets"
-# pg_advisory_lock keys: one writer per chain ("CIT" + chain number)
-WRITER_LOCK_KEYS = {Chain.BSC: 0x434954_01, Chain.POLYGON: 0x434954_02, Chain.TRON: 0x434954_03}
 
 
-class WriterLockLost(Exception):
-    """The connection holding the chain's advisory lock is gone, so another replica may now write the chain."""
+def replica_id(settings: Settings) -> str:
+    return settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class StartupError(Exception):
@@ -96,6 +104,9 @@ def watcher_config(cfg: ChainSettings) -> WatcherConfig:
         finality_stall_s=cfg.finality_stall_s,
         stablecoins=frozenset(s.upper() for s in cfg.stablecoins),
         stablecoin_usd_price=cfg.stablecoin_usd_price,
+        degraded_after_s=cfg.degraded_after_s,
+        platform_tx_max_age_s=cfg.platform_tx_max_age_s,
+        range_size=cfg.max_block_range,
     )
 
 
@@ -138,10 +149,92 @@ async def check_schema(dsn: str) -> None:
         raise StartupError(f"the database lacks migrations {', '.join(missing)}: run `citadel-indexer migrate` first")
 
 
+async def run_backfill(
+    settings: Settings,
+    chain: Chain,
+    first: int,
+    last: int,
+    report: Callable[[Progress], None],
+    say: Callable[[str], None],
+    *,
+    poll_s: float = 1.0,
+) -> Progress:
+    """``citadel-indexer backfill``: re-index final blocks ``first..last`` of ``chain`` for every active wallet.
+
+    One writer per chain owns every commit: when a daemon holds the chain's writer lease, the job is recorded for it
+    and this command follows its progress; when none does (or the daemon goes away), this process takes the lease
+    and runs the job itself, resuming from the recorded progress either way."""
+    cfg = settings.chain(chain)
+    name = chain.value
+    dsn = database_url(settings)
+    await check_schema(dsn)
+    pool = await open_pool(dsn)
+    adapter = build_adapter(chain, cfg)
+    try:
+        reader = ChainStore(pool, name)  # no lease: reads, and the job request
+        view = ChainView(adapter, ChainWriter(reader), watcher_config(cfg))
+        await adapter.check_chain_id()
+        await view.observe_head()
+        check_range(view, first, last)
+        stream = range_stream(first, last)
+        handed_off = False
+        started = time.monotonic()
+        while True:
+            lease = await WriterLease.try_take(dsn, name, f"{replica_id(settings)} backfill")
+            if lease is not None:
+                try:
+                    async with lease:
+                        return await _backfill_leased(lease, pool, adapter, cfg, first, last, report)
+                except (LeaseLost, WriterFenced) as exc:
+                    say(f"lost the writer lease of {name} ({exc}); going on where the job stands")
+                    continue
+            if not handed_off:
+                await reader.request_backfill(stream, first - 1, last)
+                say(f"a daemon writes {name}: the job {stream} is recorded and runs there; following its progress "
+                    "(Ctrl-C stops following, not the job)")
+                handed_off = True
+            states = {s.stream: s for s in await reader.streams(stream)}
+            state = states.get(stream)
+            done = state.block_number if state is not None and state.block_number is not None else first - 1
+            progress = Progress(stream, done, last, done - first + 1, last - first + 1, 0, time.monotonic() - started)
+            report(progress)
+            if done >= last:
+                return progress
+            await asyncio.sleep(poll_s)
+    finally:
+        await adapter.aclose()
+        await close_pool(pool)
+
+
+async def _backfill_leased(
+    lease: WriterLease, pool: asyncpg.Pool, adapter: ChainAdapter, cfg: ChainSettings, first: int, last: int,
+    report: Callable[[Progress], None],
+) -> Progress:
+    writer = ChainWriter(ChainStore(pool, lease.fence.chain, lease.fence))
+    watcher = ChainWatcher(adapter, writer, watcher_config(cfg))
+    await watcher.prepare()
+    await watcher.view.observe_head()
+    work = asyncio.create_task(backfill_blocks(watcher.view, writer, first, last, report))
+    guard = asyncio.create_task(lease.watch(1.0, 10.0))
+    try:
+        await asyncio.wait({work, guard}, return_when=asyncio.FIRST_COMPLETED)
+        if guard.done():
+            work.cancel()
+            guard.result()  # raises LeaseLost
+        return work.result()
+    finally:
+        for task in (work, guard):
+            task.cancel()
+        await asyncio.gather(work, guard, return_exceptions=True)
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: dict[Chain, ChainWatcher] = {}
+        self.leases: dict[Chain, WriterLease] = {}
+        self.replica = replica_id(settings)
+        self.pool: asyncpg.Pool | None = None
         self.status: dict[str, str] = {c.value: "starting" for c in settings.enabled_chains()}
         self.wallet_events: dict[str, asyncio.Event] = {c.value: asyncio.Event() for c in Chain}
         self.metrics_port: int | None = None
@@ -167,6 +260,7 @@ class Daemon:
                 loop.add_signal_handler(sig, stop.set)
         async with AsyncExitStack() as stack:
             pool = await open_pool(dsn)
+            self.pool = pool
             stack.push_async_callback(close_pool, pool)
             runner = await self._start_http()
             stack.push_async_callback(runner.cleanup)
@@ -193,23 +287,27 @@ class Daemon:
         return 0
 
     async def _run_chain(self, chain: Chain, pool: asyncpg.Pool, dsn: str) -> None:
-        """The chain's task: take its writer lock, run its loops; if the lock's connection is lost (and with it the
-        lock), stop writing at once and take the lock again. Ends only on a fatal error, which it reports."""
+        """The chain's task: take its writer lease, run its loops; when the lease is lost (its session cut or
+        silent, or a write fenced because another replica took over), stop writing at once and stand by for the
+        lease again. Ends only on a fatal error, which it reports."""
         cfg = self.settings.chain(chain)
         name = chain.value
         adapter = build_adapter(chain, cfg)
-        backoff = Backoff(name, "writer lock", 30.0)
+        backoff = Backoff(name, "writer lease", 30.0)
         stopped = False
         try:
             while not stopped:
                 try:
-                    await self._run_chain_locked(chain, cfg, adapter, pool, dsn)
-                except* WriterLockLost:
-                    log.error("writer lock lost with its connection; stopped writing, taking it again",
-                              extra={"fields": {"chain": name}})
+                    await self._run_chain_leased(chain, cfg, adapter, pool, dsn)
+                except* (LeaseLost, WriterFenced) as errors:
+                    lost = errors.exceptions[0]
+                    reason = "fenced" if isinstance(lost, WriterFenced) else "lease_lost"
+                    metrics.WRITER_LEASE_LOST.labels(name, reason).inc()
+                    log.error("writer lock lost: stopped writing this chain; standing by for the lease again",
+                              extra={"fields": {"chain": name, "reason": str(lost)}})
                     self.status[name] = "reacquiring"
                     await asyncio.sleep(1)
-                except* TRANSIENT_ERRORS as errors:  # the lock's connection could not be opened
+                except* TRANSIENT_ERRORS as errors:  # the lease's connection could not be opened
                     await backoff.after(errors.exceptions[0])
                 except* FatalChainError as errors:
                     for exc in errors.exceptions:
@@ -224,37 +322,42 @@ class Daemon:
         finally:
             await adapter.aclose()
 
-    async def _run_chain_locked(
+    async def _take_lease(self, chain: Chain, dsn: str) -> WriterLease:
+        name = chain.value
+        while True:
+            lease = await WriterLease.try_take(dsn, name, self.replica)
+            if lease is not None:
+                return lease
+            if self.status[name] != "standby":
+                log.warning("another replica writes this chain; standing by", extra={"fields": {"chain": name}})
+            self.status[name] = "standby"
+            await asyncio.sleep(self.settings.writer_heartbeat_s)
+
+    async def _run_chain_leased(
         self, chain: Chain, cfg: ChainSettings, adapter: ChainAdapter, pool: asyncpg.Pool, dsn: str
     ) -> None:
         name = chain.value
-        lock_conn = await db.connect(dsn)
-        lost = asyncio.Event()
-        lock_conn.add_termination_listener(lambda _conn: lost.set())
+        lease = await self._take_lease(chain, dsn)
         try:
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEYS[chain]):
-                if self.status[name] != "standby":
-                    log.warning("another indexer writes this chain; standing by",
-                                extra={"fields": {"chain": name}})
-                self.status[name] = "standby"
-                await asyncio.sleep(5)
-            watcher = ChainWatcher(adapter, ChainStore(pool, name), watcher_config(cfg), self.wallet_events[name])
+            self.leases[chain] = lease
+            metrics.CHAIN_WRITER.labels(name).set(1)
+            metrics.WRITER_EPOCH.labels(name).set(lease.fence.epoch)
+            writer = ChainWriter(ChainStore(pool, name, lease.fence))
+            watcher = ChainWatcher(adapter, writer, watcher_config(cfg), self.wallet_events[name])
             self.watchers[chain] = watcher
             self.status[name] = "running"
-            log.info("watching", extra={"fields": {"chain": name, "start_block": cfg.start_block}})
-
-            async def guard_lock() -> None:
-                await lost.wait()
-                raise WriterLockLost(name)
-
+            log.info("watching", extra={"fields": {"chain": name, "start_block": cfg.start_block,
+                                                   "epoch": lease.fence.epoch, "replica": self.replica}})
             async with asyncio.TaskGroup() as group:
-                group.create_task(guard_lock())
+                group.create_task(lease.watch(self.settings.writer_heartbeat_s, self.settings.writer_timeout_s))
                 group.create_task(watcher.run())
-                group.create_task(WalletBackfiller(watcher, cfg.max_block_range).run())
-                group.create_task(BalanceRefresher(watcher, watcher.store).run())
+                group.create_task(Backfiller(watcher.view, writer).run())
+                group.create_task(BalanceRefresher(watcher.view, writer).run())
         finally:
-            with suppress(Exception):
-                await lock_conn.close()
+            self.leases.pop(chain, None)
+            metrics.CHAIN_WRITER.labels(name).set(0)
+            metrics.WRITER_EPOCH.labels(name).set(0)
+            await lease.release()
 
     async def _listen_wallets(self, dsn: str) -> None:
         """Wake a chain's watcher when its wallets change. Without LISTEN (a pooled endpoint, a lost connection)
@@ -313,14 +416,36 @@ class Daemon:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, _request: web.Request) -> web.Response:
+        """Per chain: status (running, degraded, standby, reacquiring, starting, stopped: <reason>), whether this
+        replica writes it (and with which epoch), who the database says writes it, cursor, head and final. 503 only
+        when a chain is stopped: a degraded chain (its providers failing) keeps retrying, a restart would not help."""
         chains = {}
         for chain in self.settings.enabled_chains():
             watcher = self.watchers.get(chain)
+            lease = self.leases.get(chain)
+            status = self.status.get(chain.value, "unknown")
+            if status == "running" and watcher is not None and watcher.degraded:
+                status = "degraded"
             chains[chain.value] = {
-                "status": self.status.get(chain.value, "unknown"),
+                "status": status,
+                "writer": lease is not None,
+                "epoch": lease.fence.epoch if lease is not None else None,
+                "writer_replica": await self._writer_of(chain),
                 "cursor": watcher.cursor if watcher else None,
                 "head": watcher.head_number if watcher else None,
                 "final": watcher.final_number if watcher else None,
             }
-        healthy = all(c["status"] in ("running", "standby") for c in chains.values())
-        return web.json_response({"healthy": healthy, "chains": chains}, status=200 if healthy else 503)
+        healthy = all(not str(c["status"]).startswith("stopped") for c in chains.values())
+        return web.json_response({"healthy": healthy, "replica": self.replica, "chains": chains},
+                                 status=200 if healthy else 503)
+
+    async def _writer_of(self, chain: Chain) -> str | None:
+        """The replica the database names as the chain's writer (None when unknown or the database is away)."""
+        if self.pool is None:
+            return None
+        try:
+            async with asyncio.timeout(1.0):
+                info = await current_writer(self.pool, chain.value)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None
+        return info.holder if info is not None and info.alive else None

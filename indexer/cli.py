@@ -103,33 +103,21 @@ async def _migrate(dsn: str, status_only: bool) -> int:
 
 
 async def _backfill(settings: Settings, chain: Chain, first: int, last: int) -> int:
-    from indexer.app import build_adapter, check_schema, database_url, open_pool, watcher_config
-    from indexer.store.chain_store import ChainStore
-    from indexer.sync.backfill import BackfillError, backfill_blocks
-    from indexer.sync.watcher import ChainWatcher
+    from indexer.app import run_backfill
+    from indexer.sync.backfill import BackfillError
 
-    cfg = settings.chain(chain)
-    if not cfg.rpc_urls:
+    if not settings.chain(chain).rpc_urls:
         print(f"citadel-indexer: CITADEL_{chain.name}__RPC_URLS: not set", file=sys.stderr)
         return EXIT_CONFIG
-    dsn = database_url(settings)
-    await check_schema(dsn)
-    pool = await open_pool(dsn)
-    adapter = build_adapter(chain, cfg)
     try:
-        watcher = ChainWatcher(adapter, ChainStore(pool, chain.value), watcher_config(cfg))
-        await watcher.prepare()
-        done = await backfill_blocks(
-            watcher, first, last, cfg.max_block_range, lambda p: print(p.line(), file=sys.stderr, flush=True)
-        )
-        print(f"backfill done: {done.line()}")
-        return EXIT_OK
+        done = await run_backfill(settings, chain, first, last,
+                                  lambda p: print(p.line(), file=sys.stderr, flush=True),
+                                  lambda m: print(m, file=sys.stderr, flush=True))
     except BackfillError as exc:
         print(f"citadel-indexer: backfill: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    finally:
-        await adapter.aclose()
-        await pool.close()
+    print(f"backfill done: {done.line()}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

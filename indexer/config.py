@@ -113,6 +113,10 @@ class ChainSettings(BaseModel):
     stablecoin_usd_price: Decimal = Decimal("1.00")
     stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC"])
     finality_stall_s: Annotated[float, Field(gt=0)] = 300.0
+    # failing this long, the chain reports itself degraded (metric, /healthz) while it keeps retrying
+    degraded_after_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # a transaction another service recorded as pending is given up ('dropped') when not mined after this long
+    platform_tx_max_age_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
 
     @field_validator("rpc_urls")
     @classmethod
@@ -171,6 +175,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # ``migrate`` gives the daemon's least-privilege role (citadel_indexer) this login password when set
     indexer_db_password: SecretStr | None = None
+    # this replica's name in writer_leases, /healthz and logs (default: host:pid)
+    replica_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # the writer lease's session is checked this often and must answer within the timeout, else the replica stops
+    # writing at once and stands by; a standby replica tries to take the lease this often
+    writer_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 2.0
+    writer_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 
     # the TOML path is passed through this class attribute by load_settings (pydantic-settings reads it in
     # settings_customise_sources, which has no other channel)

@@ -31,7 +31,19 @@ CURSOR_BLOCK = Gauge(
 )
 LAG_BLOCKS = Gauge("citadel_sync_lag_blocks", "Head minus the realtime cursor", ["chain"], registry=REGISTRY)
 BACKFILL_REMAINING_BLOCKS = Gauge(
-    "citadel_backfill_remaining_blocks", "Blocks left in a backfill stream", ["chain", "stream"], registry=REGISTRY
+    "citadel_backfill_remaining_blocks",
+    "Blocks left in a range backfill (citadel-indexer backfill jobs; one series per job an operator started)",
+    ["chain", "stream"],
+    registry=REGISTRY,
+)
+# wallet backfills are one per wallet (100k wallets = 100k streams): aggregated, never one series per wallet
+WALLET_BACKFILLS_PENDING = Gauge(
+    "citadel_wallet_backfills_pending", "Wallets whose history is still being backfilled", ["chain"],
+    registry=REGISTRY,
+)
+WALLET_BACKFILL_REMAINING_BLOCKS = Gauge(
+    "citadel_wallet_backfill_remaining_blocks", "Blocks left for the wallet backfill furthest from done", ["chain"],
+    registry=REGISTRY,
 )
 TRANSFERS_INDEXED = Counter(
     "citadel_transfers_indexed_total", "Transfers written (rows per wallet side)", ["chain", "stream"], registry=REGISTRY
@@ -50,6 +62,31 @@ REORG_DEPTH = Histogram(
 REORG_TOO_DEEP = Counter(
     "citadel_reorg_too_deep_total",
     "Reorgs reaching below the finality bound; the chain's watcher stopped",
+    ["chain"],
+    registry=REGISTRY,
+)
+CHAIN_DEGRADED = Gauge(
+    "citadel_chain_degraded",
+    "1 while every attempt of the chain's realtime loop has failed for longer than the degraded threshold",
+    ["chain"],
+    registry=REGISTRY,
+)
+CHAIN_WRITER = Gauge(
+    "citadel_chain_writer", "1 while this replica holds the chain's writer lease", ["chain"], registry=REGISTRY
+)
+WRITER_EPOCH = Gauge(
+    "citadel_writer_epoch", "Epoch of the chain's writer lease this replica holds (0: none)", ["chain"],
+    registry=REGISTRY,
+)
+WRITER_LEASE_LOST = Counter(
+    "citadel_writer_lease_lost_total",
+    "Times this replica stopped writing a chain: its lease session was lost or a write was fenced",
+    ["chain", "reason"],
+    registry=REGISTRY,
+)
+PLATFORM_TX_DROPPED = Counter(
+    "citadel_platform_transactions_dropped_total",
+    "Platform transactions given up ('dropped') after never being seen mined within the configured age",
     ["chain"],
     registry=REGISTRY,
 )

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.anvil",
     "tests.fixtures.tron",
+    "tests.fixtures.writer",
 ]
 
 

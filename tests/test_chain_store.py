@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from chains.base import Transfer
+from indexer.model import Batch, TokenMeta, WalletRef, transfer_rows
 from indexer.store import chain_store
-from indexer.store.chain_store import Batch, ChainStore
-from indexer.sync.rows import TokenMeta, WalletRef, transfer_rows
+from tests.fixtures.writer import WriterFactory
 from tests.support.sync import actual_rows, add_wallet
 
 TOKEN = "0x" + "1" * 40
@@ -27,8 +27,8 @@ async def rows_for(pool: asyncpg.Pool, n: int) -> list:  # type: ignore[type-arg
     return transfer_rows(transfers, wallets, tokens, chain="bsc", head_number=100, final_number=100)
 
 
-async def test_replaying_a_batch_rewrites_nothing(pool: asyncpg.Pool) -> None:
-    store = ChainStore(pool, "bsc")
+async def test_replaying_a_batch_rewrites_nothing(pool: asyncpg.Pool, writer_factory: WriterFactory) -> None:
+    store = (await writer_factory("bsc")).store
     rows = await rows_for(pool, 50)
     first = await store.commit(Batch(stream="realtime", rows=rows, cursor=59))
     before = await actual_rows(pool, "bsc")
@@ -38,9 +38,9 @@ async def test_replaying_a_batch_rewrites_nothing(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_concurrent_writer_makes_the_fast_path_fall_back_to_the_upsert(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, writer_factory: WriterFactory
 ) -> None:
-    store = ChainStore(pool, "bsc")
+    store = (await writer_factory("bsc")).store
     rows = await rows_for(pool, 20)
     await store.commit(Batch(stream="wallet:1", rows=rows[:5]))  # another stream wrote some of them
     monkeypatch.setattr(chain_store, "ROWS_IN_RANGE_SQL", "SELECT false AND $1::text IS NULL AND $2::bigint < $3::bigint")
@@ -50,10 +50,12 @@ async def test_a_concurrent_writer_makes_the_fast_path_fall_back_to_the_upsert(
     assert await pool.fetchval("SELECT block_number FROM sync_cursors WHERE stream = 'realtime'") == 29
 
 
-async def test_a_row_repeated_within_a_fresh_batch_is_stored_once(pool: asyncpg.Pool) -> None:
+async def test_a_row_repeated_within_a_fresh_batch_is_stored_once(
+    pool: asyncpg.Pool, writer_factory: WriterFactory
+) -> None:
     """The fast path does not de-duplicate in Python: a repeated row makes its COPY fail on the natural key and
     the batch goes through the de-duplicating upsert, with the rest of the batch intact."""
-    store = ChainStore(pool, "bsc")
+    store = (await writer_factory("bsc")).store
     rows = await rows_for(pool, 10)
     result = await store.commit(Batch(stream="realtime", rows=[*rows, rows[3], rows[7]], cursor=19))
     assert result.rows_written == 10

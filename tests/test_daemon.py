@@ -337,7 +337,7 @@ async def test_daemon_retakes_its_writer_lock_after_losing_every_database_connec
     killer = await asyncpg.connect(db_url)
     cut = await killer.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'citadel-indexer'"
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'citadel-indexer%'"
     )
     await killer.close()
     assert cut >= 2  # at least the writer lock's connection and the wallet listener's

@@ -18,14 +18,15 @@ import pytest_asyncio
 from chains.base import Chain, ReorgTooDeep
 from chains.evm.adapter import EvmAdapter
 from indexer.devstack.anvil import Anvil
-from indexer.store.chain_store import ChainStore
 from indexer.sync.watcher import ChainWatcher
+from tests.fixtures.writer import WriterFactory
 from tests.support import evm
 from tests.support.sync import (
     KnownWallet,
     actual_rows,
     add_wallet,
     expected_evm_rows,
+    run_backfills,
     sync_to_head,
     watcher_config,
 )
@@ -38,8 +39,9 @@ CHAINS = {56: Chain.BSC, 137: Chain.POLYGON}
 class Scene:
     """A chain with tokens deployed, known wallets registered, and a watcher ready to run."""
 
-    def __init__(self, anvil: Anvil, pool: asyncpg.Pool, decimals: int) -> None:
+    def __init__(self, anvil: Anvil, pool: asyncpg.Pool, decimals: int, writers: WriterFactory) -> None:
         self.anvil = anvil
+        self.writers = writers
         self.pool = pool
         self.chain = CHAINS[anvil.chain_id]
         self.accounts = evm.accounts(anvil)
@@ -59,8 +61,8 @@ class Scene:
         self.wallets.extend(added)
         return added
 
-    def make_watcher(self, **overrides: Any) -> ChainWatcher:
-        self.watcher = ChainWatcher(self.adapter, ChainStore(self.pool, self.chain.value),
+    async def make_watcher(self, **overrides: Any) -> ChainWatcher:
+        self.watcher = ChainWatcher(self.adapter, await self.writers(self.chain.value),
                                     watcher_config(self.tokens, **overrides))
         return self.watcher
 
@@ -77,11 +79,13 @@ class Scene:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def scene_factory(anvil_factory: Any, pool: asyncpg.Pool, db_url: str) -> AsyncIterator[Any]:
+async def scene_factory(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str, writer_factory: WriterFactory
+) -> AsyncIterator[Any]:
     scenes: list[Scene] = []
 
     def make(chain_id: int, decimals: int, **anvil_kw: Any) -> Scene:
-        scene = Scene(anvil_factory(chain_id, **anvil_kw), pool, decimals)
+        scene = Scene(anvil_factory(chain_id, **anvil_kw), pool, decimals, writer_factory)
         scene.db_url = db_url
         scenes.append(scene)
         return scene
@@ -124,7 +128,7 @@ async def test_mixed_history_ends_equal_to_the_chain(scene_factory: Any, chain_i
     s: Scene = scene_factory(chain_id, decimals)
     await s.register(*s.accounts[1:4])
     notes = mixed_history(s)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     await s.assert_table_matches_chain()
 
@@ -149,7 +153,7 @@ async def test_mixed_history_ends_equal_to_the_chain(scene_factory: Any, chain_i
     before = await s.pool.fetch("SELECT * FROM transactions ORDER BY id")
     await s.pool.execute("DELETE FROM sync_cursors WHERE stream = 'realtime'")
     await s.pool.execute("DELETE FROM chain_blocks")
-    replay = s.make_watcher()
+    replay = await s.make_watcher()
     await sync_to_head(replay, s.head)
     after = await s.pool.fetch("SELECT * FROM transactions ORDER BY id")
     strip = ("updated_at", "confirmations", "status")
@@ -171,7 +175,7 @@ async def test_with_native_transfers_off_only_the_tokens_are_indexed_and_no_bloc
             native_reads.append(_name)
             return []
         monkeypatch.setattr(s.adapter, name, spy)
-    watcher = s.make_watcher(native_transfers=False)
+    watcher = await s.make_watcher(native_transfers=False)
     await sync_to_head(watcher, s.head)
     expected = [r for r in s.expected() if r[5] is not None]  # token rows only
     assert any(r[5] is None for r in s.expected())  # the history has native transfers to leave out
@@ -183,7 +187,7 @@ async def test_confirmations_track_the_head_and_rows_confirm_at_finality(scene_f
     s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "4"])  # finalized = head - 8
     (w,) = await s.register(s.accounts[1])
     evm.token_mint(s.anvil, s.usdt, s.deployer, w.address, 100)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     row = await s.pool.fetchrow("SELECT status, confirmations, block_number FROM transactions")
     assert row["status"] == "pending" and row["confirmations"] == s.head() - row["block_number"] + 1
@@ -205,7 +209,7 @@ async def test_reorg_during_realtime_leaves_the_table_equal_to_the_canonical_cha
     k1, k2 = await s.register(s.accounts[1], s.accounts[2])
     evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10**9)
     evm.mine(s.anvil, 40)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     # both transfers in the first block about to be orphaned: one is dropped, one comes back in another block
     nonce = int(str(s.anvil.rpc("eth_getTransactionCount", [k1.address, "latest"])), 16)
@@ -240,7 +244,7 @@ async def test_reorg_past_the_finality_bound_stops_loudly(scene_factory: Any) ->
     (k1,) = await s.register(s.accounts[1])
     evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10)
     evm.mine(s.anvil, 10)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     before = await actual_rows(s.pool, "bsc")
     evm.reorg(s.anvil, 8, [])
@@ -264,7 +268,7 @@ async def test_a_platform_withdrawal_is_settled_and_a_reverted_one_fails(scene_f
                    token, tx_type) VALUES ($1, $2, $3, 'bsc', $4, $5, 250, 'USDT', 'withdrawal')""",
             k1.user_id, k1.id, tx, k1.address, outsider.lower(),
         )
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     await sync_to_head(watcher, s.head)  # settlement happens on the following step at the head
     ok = await s.pool.fetchrow("SELECT * FROM transactions WHERE tx_hash = $1", ok_tx)
@@ -282,22 +286,15 @@ async def test_a_wallet_inserted_while_running_is_indexed_with_its_history(scene
     evm.token_mint(s.anvil, s.usdt, s.deployer, late, 5000)  # history before the wallet is known
     evm.token_transfer(s.anvil, s.usdt, late, k1.address, 40)  # old wallet <- new wallet
     evm.mine(s.anvil, 30)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     evm.token_transfer(s.anvil, s.usdt, late, s.accounts[9], 3)  # unfinalised, before it is known
     evm.mine(s.anvil, 2)
     await sync_to_head(watcher, s.head)
     await s.register(late)
     watcher.wallet_changed.set()
-    from indexer.sync.backfill import WalletBackfiller
-
     await sync_to_head(watcher, s.head)
-    backfiller = WalletBackfiller(watcher, 7)
-    groups = await backfiller._pending()
-    while groups:
-        for (done, target), streams in groups.items():
-            await backfiller._advance(done, target, streams)
-        groups = await backfiller._pending()
+    await run_backfills(watcher, range_size=7)
     await s.assert_table_matches_chain()
     types = await s.pool.fetch("SELECT wallet_id, tx_type FROM transactions WHERE amount_raw = 40")
     assert sorted(r["tx_type"] for r in types) == ["p2p_transfer", "p2p_transfer"]
@@ -322,7 +319,7 @@ async def test_faulty_providers_slow_the_sync_but_never_change_the_result(
     async with FaultProxy(s.anvil.url, first) as p1, FaultProxy(s.anvil.url, second) as p2:
         secret_url = p1.url_with("/v3/TOPSECRETKEY?apikey=TOPSECRETKEY")
         s.adapter = EvmAdapter(s.chain, [secret_url, p2.url], 56, timeout_s=0.5, max_block_range=200)
-        watcher = s.make_watcher(catchup_range=40)
+        watcher = await s.make_watcher(catchup_range=40)
         await watcher.prepare()
         await p1.down()
         for _ in range(3):
@@ -349,7 +346,7 @@ async def test_an_invalid_wallet_address_is_reported_and_skipped_not_fatal(
     evm.token_mint(s.anvil, s.usdt, s.deployer, good.address, 5)
     evm.token_mint(s.anvil, s.usdt, s.deployer, s.accounts[2], 6)
     caplog.set_level(logging.ERROR)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
     await s.assert_table_matches_chain()  # only the valid wallet's rows
     assert "invalid wallet address skipped" in caplog.text
@@ -362,16 +359,18 @@ async def test_a_node_on_another_chain_is_refused(scene_factory: Any) -> None:
     s: Scene = scene_factory(137, 6)
     wrong = EvmAdapter(Chain.BSC, [s.anvil.url], 56, timeout_s=5)
     try:
-        watcher = ChainWatcher(wrong, ChainStore(s.pool, "bsc"), watcher_config(s.tokens))
+        watcher = ChainWatcher(wrong, await s.writers("bsc"), watcher_config(s.tokens))
         with pytest.raises(ChainIdMismatch, match="56.*137|137.*56"):
             await watcher.prepare()
     finally:
         await wrong.aclose()
 
 
-async def test_a_stalled_finality_signal_is_reported_and_not_trusted_forever(
+async def test_a_stalled_finality_signal_is_reported_and_nothing_is_confirmed_by_depth_alone(
     scene_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A custody platform pays out confirmed rows: while the node's finality signal is stuck, rows stay pending
+    (metric, error log) however deep they are; they are confirmed when the signal moves past them."""
     from indexer import metrics
 
     s: Scene = scene_factory(56, 18)  # anvil: finalized = head - 64, so it stays at 0 for this short chain
@@ -379,7 +378,7 @@ async def test_a_stalled_finality_signal_is_reported_and_not_trusted_forever(
     evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 5)
     evm.mine(s.anvil, 20)
     caplog.set_level(logging.INFO)
-    watcher = s.make_watcher(confirmations=5, finality_stall_s=0.3)
+    watcher = await s.make_watcher(confirmations=5, finality_stall_s=0.3)
     await sync_to_head(watcher, s.head)
     assert await s.pool.fetchval("SELECT status FROM transactions") == "pending"  # the node says nothing is final
     assert metrics.FINALIZED_STALLED.labels("bsc")._value.get() == 0
@@ -388,8 +387,13 @@ async def test_a_stalled_finality_signal_is_reported_and_not_trusted_forever(
     await sync_to_head(watcher, s.head)
     assert metrics.FINALIZED_STALLED.labels("bsc")._value.get() == 1
     assert "finality signal stalled" in caplog.text
-    # the depth rule (CONFIRMATIONS = 5) now applies: the transfer, 20 blocks deep, is confirmed
+    # 20 blocks deep with CONFIRMATIONS = 5, but the chain did not say it is final: still pending
+    assert await s.pool.fetchval("SELECT status FROM transactions") == "pending"
+    assert await s.pool.fetchval("SELECT confirmations FROM transactions") >= 20
+    evm.mine(s.anvil, 70)  # the finalized tag (head - 64) moves past the transfer
+    await sync_to_head(watcher, s.head)
     assert await s.pool.fetchval("SELECT status FROM transactions") == "confirmed"
+    assert metrics.FINALIZED_STALLED.labels("bsc")._value.get() == 0
 
 
 async def test_cached_balances_are_refreshed_exactly_from_the_chain(scene_factory: Any) -> None:
@@ -400,9 +404,9 @@ async def test_cached_balances_are_refreshed_exactly_from_the_chain(scene_factor
     evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 1_234_567)  # 1.234567 USDT
     evm.token_mint(s.anvil, s.usdc, s.deployer, k1.address, 5)  # 0.000005 USDC
     evm.token_mint(s.anvil, s.tst, s.deployer, k2.address, 10**18 + 1)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     await sync_to_head(watcher, s.head)
-    refresher = BalanceRefresher(watcher, watcher.store)
+    refresher = BalanceRefresher(watcher.view, watcher.writer)
     assert await refresher.refresh_once() == 2  # the first pass covers every wallet
     rows = {r["id"]: r for r in await s.pool.fetch("SELECT * FROM wallets")}
     assert rows[k1.id]["balance_usdt"] == Decimal("1.234567")
@@ -421,12 +425,13 @@ async def test_cached_balances_are_refreshed_exactly_from_the_chain(scene_factor
 
 
 async def test_the_watcher_survives_lost_database_connections(scene_factory: Any) -> None:
-    """A restarting or scaled-to-zero database drops every connection: the watcher backs off, reconnects through
-    the pool and carries on from its cursor."""
+    """A restarting or scaled-to-zero database drops every pool connection: the watcher backs off, reconnects
+    through the pool and carries on from its cursor. (The writer lease's own session is spared here: losing it
+    stops the writer, tests/test_writer_fencing.py.)"""
     s: Scene = scene_factory(56, 18)
     (k1,) = await s.register(s.accounts[1])
     evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 10**6)
-    watcher = s.make_watcher()
+    watcher = await s.make_watcher()
     task = asyncio.create_task(watcher.run())
     try:
         async def at_head() -> bool:
@@ -441,7 +446,8 @@ async def test_the_watcher_survives_lost_database_connections(scene_factory: Any
             evm.token_transfer(s.anvil, s.usdt, k1.address, s.accounts[9], 7)
             terminated += await killer.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name <> 'citadel-indexer lease'"
             )
             await asyncio.sleep(0.3)
         await killer.close()

@@ -3,7 +3,7 @@
 from decimal import Context, Decimal
 
 from chains.base import Transfer
-from indexer.sync.rows import ROW_COLUMNS, TokenMeta, WalletRef, scale, transfer_rows, usd_value
+from indexer.model import ROW_COLUMNS, TokenMeta, WalletRef, scale, transfer_rows, usd_value
 
 A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 TOKEN = "0x" + "1" * 40
@@ -86,7 +86,7 @@ def test_native_transfers_carry_no_token_address_and_no_price() -> None:
 
 
 def test_row_accessors_read_their_columns() -> None:
-    from indexer.sync.rows import row_block_number, row_key, row_wallet_id
+    from indexer.model import row_block_number, row_key, row_wallet_id
 
     rows = transfer_rows([transfer(C, A, 1, block=1234)], WALLETS, TOKENS, chain="polygon", head_number=2000,
                          final_number=90)

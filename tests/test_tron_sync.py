@@ -18,13 +18,13 @@ from tronpy.keys import to_base58check_address
 from chains.base import ReorgTooDeep
 from chains.tron.adapter import TronAdapter
 from indexer.devstack.tron_simulator import Trc20Transfer, TronSimulator, TrxTransfer
-from indexer.store.chain_store import ChainStore
-from indexer.sync.backfill import WalletBackfiller
 from indexer.sync.watcher import ChainWatcher
+from tests.fixtures.writer import WriterFactory
 from tests.support.sync import (
     KnownWallet,
     actual_rows,
     add_wallet,
+    run_backfills,
     sides_of,
     sync_to_head,
     watcher_config,
@@ -79,7 +79,8 @@ def expected_tron_rows(sim: TronSimulator, wallets: list[KnownWallet], tokens: s
 
 
 class TronScene:
-    def __init__(self, sim: TronSimulator, pool: asyncpg.Pool) -> None:
+    def __init__(self, sim: TronSimulator, pool: asyncpg.Pool, writers: WriterFactory) -> None:
+        self.writers = writers
         self.sim = sim
         self.pool = pool
         self.usdt = sim.deploy_trc20("USDT", 6)
@@ -99,9 +100,9 @@ class TronScene:
         self.wallets.extend(added)
         return added
 
-    def watcher(self, **overrides: Any) -> ChainWatcher:
+    async def watcher(self, **overrides: Any) -> ChainWatcher:
         settings: dict[str, Any] = {"confirmations": 19, "catchup_range": 30, "follow_batch": 10, **overrides}
-        return ChainWatcher(self.adapter, ChainStore(self.pool, "tron"), watcher_config(self.tokens, **settings))
+        return ChainWatcher(self.adapter, await self.writers("tron"), watcher_config(self.tokens, **settings))
 
     def head(self) -> int:
         return self.sim.head_number
@@ -112,9 +113,9 @@ class TronScene:
 
 
 @pytest_asyncio.fixture
-async def scene(pool: asyncpg.Pool) -> AsyncIterator[TronScene]:
+async def scene(pool: asyncpg.Pool, writer_factory: WriterFactory) -> AsyncIterator[TronScene]:
     async with TronSimulator(api_key=API_KEY) as sim:
-        s = TronScene(sim, pool)
+        s = TronScene(sim, pool, writer_factory)
         sim.produce_block()
         yield s
         await s.adapter.aclose()
@@ -141,7 +142,7 @@ def mixed_history(s: TronScene) -> None:
 async def test_mixed_history_ends_equal_to_the_chain(scene: TronScene) -> None:
     await scene.register(*scene.people[:3])
     mixed_history(scene)
-    watcher = scene.watcher()
+    watcher = await scene.watcher()
     await sync_to_head(watcher, scene.head)
     await scene.assert_table_matches_chain()
     rows = await scene.pool.fetch("SELECT * FROM transactions WHERE chain = 'tron'")
@@ -157,7 +158,7 @@ async def test_mixed_history_ends_equal_to_the_chain(scene: TronScene) -> None:
 async def test_with_native_transfers_off_trx_transfers_are_left_out(scene: TronScene) -> None:
     await scene.register(*scene.people[:3])
     mixed_history(scene)
-    await sync_to_head(scene.watcher(native_transfers=False), scene.head)
+    await sync_to_head(await scene.watcher(native_transfers=False), scene.head)
     everything = expected_tron_rows(scene.sim, scene.wallets, set(scene.tokens.values()))
     assert any(r[5] is None for r in everything)  # the history has TRX transfers to leave out
     assert await actual_rows(scene.pool, "tron") == [r for r in everything if r[5] is not None]
@@ -170,7 +171,7 @@ async def test_forks_during_realtime_leave_the_table_equal_to_the_canonical_chai
     k1, k2 = scene.people[0], scene.people[1]
     await scene.register(k1, k2)
     scene.sim.produce_blocks(20)
-    watcher = scene.watcher()
+    watcher = await scene.watcher()
     await sync_to_head(watcher, scene.head)
     scene.sim.transfer_trc20(scene.usdt, k1, k2, 11)  # will be dropped
     scene.sim.transfer_trx(k2, k1, 22)  # will move to another block
@@ -189,7 +190,7 @@ async def test_a_fork_below_the_solidified_block_stops_loudly(scene: TronScene) 
     await scene.register(scene.people[0])
     scene.sim.transfer_trx(scene.people[3], scene.people[0], 5)
     scene.sim.produce_blocks(5)
-    watcher = scene.watcher()
+    watcher = await scene.watcher()
     await sync_to_head(watcher, scene.head)
     before = await actual_rows(scene.pool, "tron")
     scene.sim.fork(25, force=True)
@@ -204,7 +205,7 @@ async def test_a_tron_wallet_inserted_while_running_is_indexed_with_history(scen
     scene.sim.transfer_trc20(scene.usdt, out, late, 500)  # before the wallet is known: final
     scene.sim.transfer_trx(late, k1, 9)
     scene.sim.produce_blocks(30)
-    watcher = scene.watcher()
+    watcher = await scene.watcher()
     await sync_to_head(watcher, scene.head)
     scene.sim.transfer_trc20(scene.usdt, late, out, 3)  # not yet final
     scene.sim.produce_blocks(3)
@@ -212,10 +213,7 @@ async def test_a_tron_wallet_inserted_while_running_is_indexed_with_history(scen
     await scene.register(late)
     watcher.wallet_changed.set()
     await sync_to_head(watcher, scene.head)
-    backfiller = WalletBackfiller(watcher, 11)
-    while groups := await backfiller._pending():
-        for (done, target), streams in groups.items():
-            await backfiller._advance(done, target, streams)
+    await run_backfills(watcher, range_size=11)
     await scene.assert_table_matches_chain()
 
 
@@ -228,7 +226,7 @@ async def test_injected_faults_slow_the_sync_but_never_change_the_result(
                  "truncated"):
         scene.sim.faults.add(kind, probability=0.04)  # type: ignore[arg-type]
     caplog.set_level(logging.DEBUG)
-    watcher = scene.watcher()
+    watcher = await scene.watcher()
     await sync_to_head(watcher, scene.head, timeout_s=120)
     scene.sim.faults.clear()
     await scene.assert_table_matches_chain()

@@ -1,24 +1,44 @@
-"""The sync core's only door to the database: one chain's rows, cursors, reorg window and tokens.
+"""The sync core's only door to the database: one chain's rows, cursors, reorg window, tokens and cached balances.
 
 Everything a batch changes (transfer rows, rollback of orphaned blocks, settled platform transactions, the reorg
 window, the stream cursor, confirmation counts) commits in ONE transaction (:meth:`ChainStore.commit`), so a crash at
 any point leaves either all of a batch or none of it: restarting resumes from the cursor without gaps or duplicates,
 and replaying a range rewrites identical rows (every write is an idempotent upsert on the natural key
 ``(chain, tx_hash, log_index, wallet_id)``).
+
+Every write transaction is fenced (:mod:`indexer.store.lease`): its first statement checks, inside the
+transaction, that this replica still holds the chain's writer lease, and raises ``WriterFenced`` otherwise. A store
+without a fence reads only.
+
+A batch built for wallets that changed before it committed (a wallet re-owned or deleted while its rows were read:
+the composite foreign key ``(wallet_id, user_id)`` refuses them) raises ``WalletsChanged``: nothing is written and
+the caller reloads its wallets and builds the batch again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from chains.base import BlockRef, TxReceipt
-from indexer.sync.rows import ROW_COLUMNS, TransferRow, row_block_number, row_key
+from chains.base import BlockRef
+from indexer.model import (
+    ROW_COLUMNS,
+    Batch,
+    CommitResult,
+    StreamState,
+    TransferRow,
+    WalletRecord,
+    WalletsChanged,
+    WriterFenced,
+    row_block_number,
+    row_key,
+)
+from indexer.store.lease import FENCE_SQL, Fence
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
@@ -117,6 +137,14 @@ UNMATCHED_PLATFORM_SQL = (
     "SELECT EXISTS (SELECT 1 FROM transactions WHERE chain = $1 AND source = 'platform' AND log_index IS NULL)"
 )
 
+# a platform transaction never seen mined within the configured age is given up ('dropped'); if it is mined after
+# all, the indexer's upsert still matches it (a dropped row keeps source 'platform' and log_index NULL)
+DROP_PLATFORM_SQL = """
+UPDATE transactions SET status = 'dropped'
+WHERE chain = $1 AND source = 'platform' AND status = 'pending' AND block_number IS NULL
+  AND created_at < now() - make_interval(secs => $2)
+"""
+
 ROLLBACK_SQL = (
     "DELETE FROM transactions WHERE chain = $1 AND source = 'indexer' AND block_number > $2",
     """UPDATE transactions SET block_number = NULL, block_hash = NULL, block_timestamp = NULL, tx_index = NULL,
@@ -126,54 +154,16 @@ ROLLBACK_SQL = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class WalletRecord:
-    id: int
-    user_id: int
-    public_address: str
-    updated_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamState:
-    stream: str
-    block_number: int | None
-    target_block: int | None
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one step of a stream commits together."""
-
-    stream: str
-    rows: Sequence[TransferRow] = ()
-    cursor: int | None = None  # the stream's new cursor; None leaves it
-    cursor_hash: str | None = None
-    rollback_to: int | None = None  # drop everything above this block first (a reorg)
-    window_add: Sequence[BlockRef] = ()
-    window_reset: BlockRef | None = None  # replace the whole window by this final block
-    prune_below: int | None = None
-    head: int | None = None  # refresh confirmations / finality of pending rows
-    final: int | None = None
-    settle: Sequence[TxReceipt] = ()
-    stream_states: Sequence[StreamState] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    rows_written: int
-    rows_rolled_back: int
-
-
 async def prepare_connection(conn: Any) -> None:
     """Pool ``init``: the per-connection staging table used by :meth:`ChainStore.commit`."""
     await conn.execute(STAGING_DDL)
 
 
 class ChainStore:
-    def __init__(self, pool: asyncpg.Pool, chain: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, chain: str, fence: Fence | None = None) -> None:
         self.pool = pool
         self.chain = chain
+        self.fence = fence
 
     # ------------------------------------------------------------------------------------------------ reads
 
@@ -207,51 +197,81 @@ class ChainStore:
         )
         return [StreamState(r["stream"], r["block_number"], r["target_block"]) for r in rows]
 
-    async def unsettled_platform_hashes(self, limit: int = 500) -> list[str]:
-        """Transactions another service inserted that still wait for their block or their gas figures."""
+    async def unsettled_platform(self, limit: int = 5000) -> list[tuple[str, datetime]]:
+        """Transactions another service inserted that still wait for their block or their gas figures, with when
+        they were recorded (the oldest first)."""
         rows = await self.pool.fetch(
-            """SELECT DISTINCT tx_hash FROM transactions
+            """SELECT tx_hash, min(created_at) AS recorded FROM transactions
                WHERE chain = $1 AND source = 'platform' AND status = 'pending'
                  AND (block_number IS NULL OR gas_used IS NULL)
-               LIMIT $2""",
+               GROUP BY tx_hash ORDER BY recorded LIMIT $2""",
             self.chain,
             limit,
         )
-        return [r["tx_hash"] for r in rows]
+        return [(r["tx_hash"], r["recorded"]) for r in rows]
 
-    async def upsert_tokens(self, tokens: Sequence[tuple[str, str, int]]) -> None:
-        """(contract address, symbol, decimals) as read on-chain."""
-        await self.pool.executemany(
-            """INSERT INTO tokens (chain, contract_address, symbol, decimals) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (chain, contract_address) DO UPDATE SET symbol = EXCLUDED.symbol,
-                   decimals = EXCLUDED.decimals""",
-            [(self.chain, a, s, d) for a, s, d in tokens],
+    async def request_backfill(self, stream: str, done: int, target: int) -> None:
+        """Record a backfill job for the chain's writer to run (``citadel-indexer backfill`` while a daemon holds
+        the lease). The one write that is not fenced: it is a request, not chain data, and it never moves an
+        existing record (a job already recorded keeps its progress)."""
+        await self.pool.execute(
+            """INSERT INTO sync_cursors (chain, stream, block_number, target_block, updated_at)
+               VALUES ($1, $2, $3, $4, now()) ON CONFLICT (chain, stream) DO NOTHING""",
+            self.chain, stream, done, target,
         )
 
     # ------------------------------------------------------------------------------------------------ writes
 
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[Any]:
+        """One fenced write transaction (see the module docstring)."""
+        if self.fence is None:
+            raise WriterFenced(f"{self.chain}: this store holds no writer lease; it can only read")
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    if not await conn.fetchval(FENCE_SQL, *self.fence.params()):
+                        raise WriterFenced(
+                            f"{self.chain}: writer epoch {self.fence.epoch} is no longer the chain's writer"
+                        )
+                    yield conn
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise WalletsChanged(
+                    f"{self.chain}: a wallet of this batch changed owner or was deleted before it committed "
+                    f"({exc.constraint_name})"
+                ) from None
+
+    async def upsert_tokens(self, tokens: Sequence[tuple[str, str, int]]) -> None:
+        """(contract address, symbol, decimals) as read on-chain; an empty symbol never replaces a known one."""
+        async with self._writing() as conn:
+            await conn.executemany(
+                """INSERT INTO tokens (chain, contract_address, symbol, decimals) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (chain, contract_address) DO UPDATE SET
+                       symbol = COALESCE(NULLIF(EXCLUDED.symbol, ''), tokens.symbol),
+                       decimals = EXCLUDED.decimals""",
+                [(self.chain, a, s, d) for a, s, d in tokens],
+            )
+
     async def write_balances(self, updates: Sequence[tuple[int, dict[str, Decimal]]]) -> None:
         """Cached balances per wallet id; a column absent from a wallet's values is left as it is."""
+        if not updates:
+            return
         columns = ("balance_native", "balance_usdt", "balance_usdc", "balance_tst", "balance_usd")
-        await self.pool.executemany(
-            """UPDATE wallets SET balance_native = COALESCE($2, balance_native),
-                   balance_usdt = COALESCE($3, balance_usdt), balance_usdc = COALESCE($4, balance_usdc),
-                   balance_tst = COALESCE($5, balance_tst), balance_usd = COALESCE($6, balance_usd),
-                   last_balance_sync = now()
-               WHERE id = $1 AND chain = $7""",
-            [(wallet_id, *(values.get(c) for c in columns), self.chain) for wallet_id, values in updates],
-        )
-
-    async def drop_streams(self, streams: Sequence[str]) -> None:
-        if streams:
-            await self.pool.execute(
-                "DELETE FROM sync_cursors WHERE chain = $1 AND stream = ANY($2::text[])", self.chain, list(streams)
+        async with self._writing() as conn:
+            await conn.executemany(
+                """UPDATE wallets SET balance_native = COALESCE($2, balance_native),
+                       balance_usdt = COALESCE($3, balance_usdt), balance_usdc = COALESCE($4, balance_usdc),
+                       balance_tst = COALESCE($5, balance_tst), balance_usd = COALESCE($6, balance_usd),
+                       last_balance_sync = now()
+                   WHERE id = $1 AND chain = $7""",
+                [(wallet_id, *(values.get(c) for c in columns), self.chain) for wallet_id, values in updates],
             )
 
     async def commit(self, batch: Batch) -> CommitResult:
         rolled_back = 0
         written = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        dropped = 0
+        async with self._writing() as conn:
             if batch.rollback_to is not None:
                 status = await conn.execute(ROLLBACK_SQL[0], self.chain, batch.rollback_to)
                 rolled_back = int(status.split()[-1])
@@ -264,6 +284,9 @@ class ChainStore:
                 await self._merge_late_platform_rows(conn)
             if batch.settle:
                 await self._settle(conn, batch)
+            if batch.drop_platform_older_than_s is not None:
+                status = await conn.execute(DROP_PLATFORM_SQL, self.chain, batch.drop_platform_older_than_s)
+                dropped = int(status.split()[-1])
             await self._write_window(conn, batch)
             if batch.cursor is not None:
                 await conn.execute(
@@ -284,9 +307,15 @@ class ChainStore:
                            target_block = EXCLUDED.target_block, updated_at = now()""",
                     [(self.chain, s.stream, s.block_number, s.target_block) for s in batch.stream_states],
                 )
+            if batch.drop_streams:
+                await conn.execute(
+                    "DELETE FROM sync_cursors WHERE chain = $1 AND stream = ANY($2::text[])",
+                    self.chain,
+                    list(batch.drop_streams),
+                )
             if batch.head is not None and batch.final is not None:
                 await self._refresh_confirmations(conn, batch.head, batch.final)
-        return CommitResult(rows_written=written, rows_rolled_back=rolled_back)
+        return CommitResult(rows_written=written, rows_rolled_back=rolled_back, platform_dropped=dropped)
 
     async def _write_rows(self, conn: Any, rows: Sequence[TransferRow], platform_waiting: bool) -> int:
         """Fresh blocks (catch-up, the head): no row of this chain exists in their range yet, so the rows are

@@ -1,11 +1,14 @@
 """Backfills: historical, final blocks indexed for some wallets while the realtime stream keeps the head.
 
-Two kinds, both resumable from their stream records in ``sync_cursors`` and idempotent (a replayed range rewrites
-identical rows):
-- wallet backfills (stream ``wallet:<id>:<address>``): a wallet that joined while running, from ``START_BLOCK`` to
-  the final block at the time it joined; driven by :class:`WalletBackfiller` inside the daemon;
-- range backfills (stream ``backfill:<first>-<last>``): ``citadel-indexer backfill`` re-indexes a block range for
-  every active wallet; the range must be final (the realtime stream owns unfinalised blocks).
+Two kinds of stream, both records in ``sync_cursors`` (done up to ``block_number``, to go up to ``target_block``),
+both resumable and idempotent (a replayed range rewrites identical rows), both written by the chain's writer:
+
+- wallet backfills (``wallet:<id>:<address>``): a wallet that joined while running, from ``START_BLOCK`` to the
+  block that was final when it joined;
+- range backfills (``backfill:<first>-<last>``): ``citadel-indexer backfill`` re-indexes a block range for every
+  active wallet. When a daemon holds the chain's writer lease, the command records the job and the daemon's
+  :class:`Backfiller` runs it (the command shows its progress); otherwise the command takes the lease and runs it
+  itself (:func:`backfill_blocks`). Either way one writer per chain owns every commit.
 
 Backfills only touch final blocks, so a reorg can never interleave with them.
 """
@@ -14,24 +17,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from indexer import metrics
-from indexer.store.chain_store import Batch, StreamState
+from indexer.model import Batch, StreamState
 from indexer.sync.resilience import run_forever
-from indexer.sync.rows import TransferRow, transfer_rows
+from indexer.sync.view import ChainView
 from indexer.sync.wallets import WALLET_STREAM_PREFIX
-from indexer.sync.watcher import ChainWatcher
+from indexer.sync.writer import ChainWriter
 
 log = logging.getLogger("citadel.backfill")
+
+RANGE_STREAM_PREFIX = "backfill:"
+_RANGE_RE = re.compile(r"^backfill:(\d+)-(\d+)$")
 
 
 class BackfillError(Exception):
     pass
+
+
+def range_stream(first: int, last: int) -> str:
+    return f"{RANGE_STREAM_PREFIX}{first}-{last}"
+
+
+def range_of(stream: str) -> tuple[int, int] | None:
+    match = _RANGE_RE.match(stream)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,95 +68,108 @@ class Progress:
         )
 
 
-async def _range_rows(watcher: ChainWatcher, first: int, last: int, watched: frozenset[str]) -> list[TransferRow]:
-    transfers = await watcher.transfers_of(first, last, watched)
-    transfers = await watcher.with_timestamps(transfers, {})
-    return transfer_rows(
-        transfers,
-        watcher.wallets.by_address,
-        watcher.tokens,
-        chain=watcher.chain,
-        head_number=max(watcher.head_number, last),
-        final_number=max(watcher.final_number, last),
+async def index_range(
+    view: ChainView, writer: ChainWriter, first: int, last: int, watched: frozenset[str], states: list[StreamState]
+) -> int:
+    """Final blocks ``first..last`` for ``watched``, committed with the streams' new records; rows written."""
+    transfers = await view.transfers_of(first, last, watched)
+    transfers = await view.with_timestamps(transfers, {})
+    result = await writer.commit(
+        Batch(stream=states[0].stream if states else "backfill", rows=view.rows(transfers, at_least_block=last),
+              stream_states=states),
+        blocks=last - first + 1,
     )
+    return result.rows_written
 
 
-class WalletBackfiller:
-    """Fills the history of wallets that joined while the daemon ran. Runs beside the realtime loop."""
+class Backfiller:
+    """Runs the chain's pending backfill streams (wallet and range) beside the realtime loop, one step each in turn."""
 
-    def __init__(self, watcher: ChainWatcher, range_size: int) -> None:
-        self.watcher = watcher
-        self.range_size = range_size
-        self.chain = watcher.chain
+    def __init__(self, view: ChainView, writer: ChainWriter) -> None:
+        self.view = view
+        self.writer = writer
+        self.chain = view.chain
+        self.range_size = view.cfg.range_size
 
     async def run(self) -> None:
-        await self.watcher.caught_up.wait()
-        await run_forever(self.chain, "wallet backfill", self.advance_all)
+        await self.view.caught_up.wait()
+        await run_forever(self.chain, "backfill", self.advance_all)
 
     async def advance_all(self) -> float:
-        """One range for every group of pending wallet streams; how long to wait when none is pending."""
-        groups = await self._pending()
-        if not groups:
-            self.watcher.backfill_wakeup.clear()
+        """One step of every pending stream; when none is pending, wait for one to be recorded."""
+        states = await self.writer.store.streams(WALLET_STREAM_PREFIX)
+        wallet_groups = self._wallet_groups(states)
+        ranges = [s for s in await self.writer.store.streams(RANGE_STREAM_PREFIX) if _pending(s)]
+        if not wallet_groups and not ranges:
+            self.view.backfill_wakeup.clear()
             try:
-                await asyncio.wait_for(self.watcher.backfill_wakeup.wait(), timeout=5.0)
+                await asyncio.wait_for(self.view.backfill_wakeup.wait(), timeout=5.0)
             except TimeoutError:
                 pass
             return 0.0
-        for (done, target), streams in groups.items():
-            await self._advance(done, target, streams)
+        for (done, target), streams in wallet_groups.items():
+            await self._advance_wallets(done, target, streams)
+        for state in ranges:
+            await self._advance_range(state)
         return 0.0
 
-    async def _pending(self) -> dict[tuple[int, int], dict[str, str]]:
-        groups: dict[tuple[int, int], dict[str, str]] = defaultdict(dict)
-        watched = self.watcher.wallets.by_address
-        for state in await self.watcher.store.streams(WALLET_STREAM_PREFIX):
-            if state.block_number is None or state.target_block is None or state.block_number >= state.target_block:
-                metrics.BACKFILL_REMAINING_BLOCKS.labels(self.chain, state.stream).set(0)
+    def _wallet_groups(self, states: list[StreamState]) -> dict[tuple[int, int], list[str]]:
+        """Pending wallet streams of watched wallets, grouped by (done, target) so they share their reads."""
+        groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+        watched = self.view.wallets.by_address
+        remaining = 0
+        for state in states:
+            if not _pending(state):
                 continue
+            assert state.block_number is not None and state.target_block is not None
             address = state.stream.split(":", 2)[2]
-            if address in watched:
-                groups[(state.block_number, state.target_block)][state.stream] = address
-            else:  # deactivated mid-way: its record goes with the next wallet reload; so does its gauge
-                with suppress(KeyError):
-                    metrics.BACKFILL_REMAINING_BLOCKS.remove(self.chain, state.stream)
+            if address in watched:  # a wallet deactivated mid-way: its record goes with the next wallet reload
+                groups[(state.block_number, state.target_block)].append(state.stream)
+                remaining = max(remaining, state.target_block - state.block_number)
+        metrics.WALLET_BACKFILLS_PENDING.labels(self.chain).set(sum(len(g) for g in groups.values()))
+        metrics.WALLET_BACKFILL_REMAINING_BLOCKS.labels(self.chain).set(remaining)
         return groups
 
-    async def _advance(self, done: int, target: int, streams: dict[str, str]) -> None:
-        first = done + 1
-        last = min(target, done + self.range_size)
-        rows = await _range_rows(self.watcher, first, last, frozenset(streams.values()))
-        states = [StreamState(name, last, target) for name in streams]
-        result = await self.watcher.store.commit(Batch(stream="wallet-backfill", rows=rows, stream_states=states))
-        metrics.TRANSFERS_INDEXED.labels(self.chain, "wallet-backfill").inc(result.rows_written)
-        metrics.BLOCKS_PROCESSED.labels(self.chain, "wallet-backfill").inc(last - first + 1)
-        for name in streams:
-            metrics.BACKFILL_REMAINING_BLOCKS.labels(self.chain, name).set(target - last)
+    async def _advance_wallets(self, done: int, target: int, streams: list[str]) -> None:
+        first, last = done + 1, min(target, done + self.range_size)
+        addresses = frozenset(s.split(":", 2)[2] for s in streams)
+        await index_range(self.view, self.writer, first, last, addresses,
+                          [StreamState(name, last, target) for name in streams])
         if last == target:
             log.info("wallet backfill done", extra={"fields": {"chain": self.chain, "wallets": len(streams),
                                                                "to_block": target}})
 
+    async def _advance_range(self, state: StreamState) -> None:
+        assert state.block_number is not None and state.target_block is not None
+        target = min(state.target_block, self.view.final_number)
+        if state.block_number >= target:
+            return  # recorded beyond what is final yet: waits for finality
+        first, last = state.block_number + 1, min(target, state.block_number + self.range_size)
+        await index_range(self.view, self.writer, first, last, self.view.wallets.addresses,
+                          [StreamState(state.stream, last, state.target_block)])
+        metrics.BACKFILL_REMAINING_BLOCKS.labels(self.chain, state.stream).set(state.target_block - last)
+        if last == state.target_block:
+            log.info("backfill done", extra={"fields": {"chain": self.chain, "stream": state.stream}})
+
+
+def _pending(state: StreamState) -> bool:
+    return (state.block_number is not None and state.target_block is not None
+            and state.block_number < state.target_block)
+
 
 async def backfill_blocks(
-    watcher: ChainWatcher,
+    view: ChainView,
+    writer: ChainWriter,
     first: int,
     last: int,
-    range_size: int,
     report: Callable[[Progress], None],
 ) -> Progress:
-    """Re-index final blocks ``first..last`` for every active wallet, resuming where an earlier run stopped."""
-    if first > last:
-        raise BackfillError(f"--from-block {first} is above --to-block {last}")
-    head = await watcher.adapter.head()
-    final = await watcher.final_number_for(head)
-    watcher.head_number, watcher.final_number = head.number, final
-    if last > final:
-        raise BackfillError(
-            f"--to-block {last} is above the final block {final} of {watcher.chain}: unfinalised blocks belong to "
-            "the realtime stream (run the daemon)"
-        )
-    stream = f"backfill:{first}-{last}"
-    done = await watcher.store.cursor(stream)
+    """Re-index final blocks ``first..last`` for every active wallet, resuming where an earlier run stopped; run by
+    the process that holds the chain's writer lease."""
+    check_range(view, first, last)
+    stream = range_stream(first, last)
+    records = {s.stream: s for s in await writer.store.streams(stream)}
+    done = records[stream].block_number if stream in records else None
     cursor = first - 1 if done is None else done
     if cursor >= first:
         log.info("resuming", extra={"fields": {"stream": stream, "from_block": cursor + 1}})
@@ -150,13 +178,23 @@ async def backfill_blocks(
     total = last - first + 1
     progress = Progress(stream, cursor, last, cursor - first + 1, total, 0, 0.0)
     while cursor < last:
-        step_last = min(last, cursor + range_size)
-        rows = await _range_rows(watcher, cursor + 1, step_last, watcher.wallets.addresses)
-        result = await watcher.store.commit(Batch(stream=stream, rows=rows, cursor=step_last))
-        rows_written += result.rows_written
+        step_last = min(last, cursor + view.cfg.range_size)
+        rows_written += await index_range(view, writer, cursor + 1, step_last, view.wallets.addresses,
+                                          [StreamState(stream, step_last, last)])
         cursor = step_last
-        metrics.BACKFILL_REMAINING_BLOCKS.labels(watcher.chain, stream).set(last - cursor)
+        metrics.BACKFILL_REMAINING_BLOCKS.labels(view.chain, stream).set(last - cursor)
         progress = Progress(stream, cursor, last, cursor - first + 1, total, rows_written,
                             time.monotonic() - started)
         report(progress)
     return progress
+
+
+def check_range(view: ChainView, first: int, last: int) -> None:
+    """Refuse what a backfill may not touch (``view`` has observed the head)."""
+    if first > last:
+        raise BackfillError(f"--from-block {first} is above --to-block {last}")
+    if last > view.final_number:
+        raise BackfillError(
+            f"--to-block {last} is above the final block {view.final_number} of {view.chain}: unfinalised blocks "
+            "belong to the realtime stream (run the daemon)"
+        )

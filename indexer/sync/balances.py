@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from chains.base import ChainError
-from indexer import metrics
-from indexer.store.chain_store import ChainStore
+from indexer.model import TokenMeta, WalletRef, scale, usd_value
 from indexer.sync.resilience import run_forever
-from indexer.sync.rows import TokenMeta, WalletRef, scale, usd_value
-from indexer.sync.watcher import ChainWatcher
+from indexer.sync.view import ChainView
+from indexer.sync.writer import ChainWriter
 
 log = logging.getLogger("citadel.balances")
 
@@ -50,34 +49,33 @@ def balance_values(
 
 
 class BalanceRefresher:
-    def __init__(self, watcher: ChainWatcher, store: ChainStore, *, every_s: float = 5.0,
+    def __init__(self, view: ChainView, writer: ChainWriter, *, every_s: float = 5.0,
                  full_refresh_s: float = 300.0, batch: int = 200) -> None:
-        self.watcher = watcher
-        self.store = store
+        self.view = view
+        self.writer = writer
         self.every_s = every_s
         self.full_refresh_s = full_refresh_s
         self.batch = batch
         self._last_full = 0.0
 
     async def run(self) -> None:
-        await self.watcher.caught_up.wait()
+        await self.view.caught_up.wait()
 
         async def once() -> float:
             await self.refresh_once()
             return self.every_s
 
-        await run_forever(self.watcher.chain, "balance refresh", once)
+        await run_forever(self.view.chain, "balance refresh", once)
 
     async def refresh_once(self) -> int:
         """One pass; returns how many wallets were written."""
-        wallets = self.watcher.wallets.by_address
+        wallets = self.view.wallets.by_address
         if time.monotonic() - self._last_full > self.full_refresh_s:
             targets = list(wallets.values())
             self._last_full = time.monotonic()
-            self.watcher.dirty_wallets.clear()
+            self.writer.take_dirty_wallets()
         else:
-            dirty = self.watcher.dirty_wallets
-            self.watcher.dirty_wallets = set()
+            dirty = self.writer.take_dirty_wallets()
             targets = [w for w in wallets.values() if w.id in dirty]
         written = 0
         for i in range(0, len(targets), self.batch):
@@ -86,23 +84,22 @@ class BalanceRefresher:
 
     async def _refresh(self, wallets: Iterable[WalletRef]) -> int:
         wallets = list(wallets)
-        tokens = self.watcher.tokens
+        tokens = self.view.tokens
         try:
-            raw = await self.watcher.adapter.balances(
+            raw = await self.view.adapter.balances(
                 [w.address for w in wallets], [a for a in tokens if a is not None]
             )
         except ChainError as exc:
-            log.warning("balance refresh failed", extra={"fields": {"chain": self.watcher.chain,
+            log.warning("balance refresh failed", extra={"fields": {"chain": self.view.chain,
                                                                      "error": f"{type(exc).__name__}: {exc}"}})
-            self.watcher.dirty_wallets.update(w.id for w in wallets)
+            self.writer.dirty_wallets.update(w.id for w in wallets)
             return 0
         updates = []
         for wallet in wallets:
             values = balance_values(wallet, raw, tokens)
             if values is None:
-                self.watcher.dirty_wallets.add(wallet.id)
+                self.writer.dirty_wallets.add(wallet.id)
                 continue
             updates.append((wallet.id, values))
-        await self.store.write_balances(updates)
-        metrics.BALANCE_REFRESHES.labels(self.watcher.chain).inc(len(updates))
+        await self.writer.write_balances(updates)
         return len(updates)

@@ -10,11 +10,14 @@ dropped, so a reactivated wallet is backfilled again (idempotently).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from chains.base import ChainAdapter
 from indexer import metrics
-from indexer.store.chain_store import Batch, ChainStore, StreamState
-from indexer.sync.rows import WalletRef
+from indexer.model import Batch, StreamState, WalletRef
+
+if TYPE_CHECKING:
+    from indexer.sync.writer import ChainWriter
 
 log = logging.getLogger("citadel.wallets")
 
@@ -22,9 +25,10 @@ WALLET_STREAM_PREFIX = "wallet:"
 
 
 class WalletSet:
-    def __init__(self, adapter: ChainAdapter, store: ChainStore, start_block: int) -> None:
+    def __init__(self, adapter: ChainAdapter, writer: ChainWriter, start_block: int) -> None:
         self.adapter = adapter
-        self.store = store
+        self.writer = writer
+        self.store = writer.store
         self.chain = adapter.chain.value
         self.start_block = start_block
         self.by_address: dict[str, WalletRef] = {}
@@ -37,6 +41,7 @@ class WalletSet:
         return f"{WALLET_STREAM_PREFIX}{wallet.id}:{wallet.address}"
 
     async def reload(self, realtime_started: bool) -> None:
+        self.writer.wallets_stale.clear()
         records = await self.store.active_wallets()
         fresh: dict[str, WalletRef] = {}
         invalid = 0
@@ -67,8 +72,7 @@ class WalletSet:
                        for a in missing]
             missing = []
         if stale or covered:
-            await self.store.commit(Batch(stream="wallets", stream_states=covered))
-            await self.store.drop_streams(stale)
+            await self.writer.commit(Batch(stream="wallets", stream_states=covered, drop_streams=stale))
         self.pending_rescan = {a for a in self.pending_rescan if a in fresh} | set(missing)
         self.by_address = fresh
         self.addresses = frozenset(fresh)

@@ -15,6 +15,7 @@ import asyncpg
 
 from indexer.devstack.anvil import Anvil
 from indexer.store.chain_store import ChainStore, prepare_connection
+from indexer.sync.backfill import Backfiller
 from indexer.sync.watcher import ChainWatcher, WatcherConfig
 from tests.support.evm import TRANSFER_TOPIC, get_block, get_logs
 
@@ -141,4 +142,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
 
 
 def store_for(pool: asyncpg.Pool, chain: str) -> ChainStore:
+    """A store that reads (writes need the chain's writer lease: the ``writer_factory`` fixture)."""
     return ChainStore(pool, chain)
+
+
+async def run_backfills(watcher: ChainWatcher, range_size: int) -> None:
+    """Run every pending backfill stream of the watcher's chain to its end, in steps of ``range_size`` blocks."""
+    backfiller = Backfiller(watcher.view, watcher.writer)
+    backfiller.range_size = range_size
+
+    async def pending() -> bool:
+        states = await watcher.store.streams("")
+        return any(s.block_number is not None and s.target_block is not None and s.block_number < s.target_block
+                   for s in states if s.stream != "realtime")
+
+    while await pending():
+        await backfiller.advance_all()

@@ -1,18 +1,20 @@
-"""From chain transfers to ``transactions`` rows: one row per (transfer, known wallet side). Pure, no I/O.
+"""The indexer's own value types, shared by the sync core and the store (neither owns them): the ``transactions``
+row model and how transfers map onto it, and what one commit carries (:class:`Batch`). Pure, no I/O.
 
-See docs/data-model.md for the model: incoming → ``deposit``, outgoing → ``withdrawal``, both sides known →
-``p2p_transfer`` on each side's row; a transfer from a wallet to itself is one row. Amounts are scaled exactly.
+Rows (docs/data-model.md): one row per (transfer, known wallet side); incoming → ``deposit``, outgoing →
+``withdrawal``, both sides known → ``p2p_transfer`` on each side's row; a transfer from a wallet to itself is one
+row. Amounts are scaled exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Final
 
-from chains.base import Transfer
+from chains.base import BlockRef, Transfer, TxReceipt
 
 # uint256 has 78 digits; scaling and pricing never round with this precision
 _EXACT = Context(prec=200)
@@ -197,3 +199,71 @@ def transfer_rows(
                 )
             )
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------- commits
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRecord:
+    """A row of ``wallets`` as the store reads it (the address as stored, not yet validated)."""
+
+    id: int
+    user_id: int
+    public_address: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """A backfill stream's record in ``sync_cursors``: done up to ``block_number``, to go up to ``target_block``."""
+
+    stream: str
+    block_number: int | None
+    target_block: int | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one step of a stream commits together, in one transaction."""
+
+    stream: str
+    rows: Sequence[TransferRow] = ()
+    cursor: int | None = None  # the stream's new cursor; None leaves it
+    cursor_hash: str | None = None
+    rollback_to: int | None = None  # drop everything above this block first (a reorg)
+    window_add: Sequence[BlockRef] = ()
+    window_reset: BlockRef | None = None  # replace the whole window by this final block
+    prune_below: int | None = None
+    head: int | None = None  # refresh confirmations / finality of pending rows
+    final: int | None = None
+    settle: Sequence[TxReceipt] = ()
+    stream_states: Sequence[StreamState] = field(default_factory=list)
+    drop_streams: Sequence[str] = ()
+    # platform transactions still unmined this many seconds after they were recorded are marked 'dropped'
+    drop_platform_older_than_s: float | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.rows or self.cursor is not None or self.rollback_to is not None or self.window_add
+            or self.window_reset is not None or self.prune_below is not None or self.head is not None
+            or self.settle or self.stream_states or self.drop_streams
+            or self.drop_platform_older_than_s is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    rows_written: int
+    rows_rolled_back: int
+    platform_dropped: int = 0
+
+
+class WalletsChanged(Exception):
+    """The wallets a batch was built for changed before it committed (re-owned, deleted, re-addressed while the
+    batch was read): the batch was not written. Reload the wallets, rebuild the batch and commit again."""
+
+
+class WriterFenced(Exception):
+    """This replica is no longer the chain's writer (its epoch is not the current one, or its lock session no
+    longer holds the writer lock): the write was refused inside its transaction and nothing of it was committed."""
