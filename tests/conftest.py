@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.anvil",
     "tests.fixtures.tron",
     "tests.fixtures.writer",
+    "tests.fixtures.processes",
 ]
 
 

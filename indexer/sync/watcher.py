@@ -286,8 +286,9 @@ class ChainWatcher:
                 anchor, tip = self.window.anchor, self.window.tip
                 if anchor is None or tip is None:
                     raise InconsistentBlocks("no window to compare with")
-                rollback_to = revert_point(self.window, await self.adapter.block_refs(anchor.number,
-                                                                                      tip.number)).ancestor
+                # the node's chain may be shorter than the window (a reorg to a lower height): compare what it has
+                canonical = await self.adapter.block_refs(anchor.number, min(tip.number, head.number))
+                rollback_to = revert_point(self.window, canonical).ancestor
                 log.warning("reorg", extra={"fields": {"chain": self.chain, "ancestor": rollback_to,
                                                        "depth": self.cursor - rollback_to}})
                 refs = await self.adapter.block_refs(rollback_to + 1, last) if last > rollback_to else []
