@@ -466,3 +466,44 @@ async def test_the_watcher_survives_lost_database_connections(scene_factory: Any
     for conn in taken:
         await s.pool.release(conn)
 
+
+
+async def test_wallets_reowned_or_deleted_under_a_batch_never_stop_the_chain(scene_factory: Any) -> None:
+    """Support re-assigns a wallet to another user, and deletes another, after the watcher read its wallets and
+    before it commits (no notification reaches it in between): the batch is refused as a whole, the wallets are
+    re-read and the batch rebuilt. Rows follow the wallet's new owner (docs/data-model.md); a deleted wallet's rows
+    go with it. Before, the foreign key (wallet_id, user_id) crashed the chain's task."""
+    s: Scene = scene_factory(56, 18)
+    k1, k2, k3 = await s.register(*s.accounts[1:4])
+    for k in (k1, k2, k3):
+        evm.token_mint(s.anvil, s.usdt, s.deployer, k.address, 10**6)
+    watcher = await s.make_watcher(wallet_poll_s=3600)  # no periodic reload: only the commit can tell
+    task = asyncio.create_task(watcher.run())
+    try:
+        from tests.support.sync import eventually
+
+        async def at_head() -> bool:
+            return watcher.cursor >= s.head()
+
+        await eventually(at_head, timeout_s=30)
+        new_owner = await s.pool.fetchval(
+            "INSERT INTO users (email, password_hash, username) VALUES ('new@example.com', 'x', 'newowner') "
+            "RETURNING id")
+        async with s.pool.acquire() as conn:  # the daemon's LISTEN is not running here: the watcher hears nothing
+            await conn.execute("UPDATE wallets SET user_id = $1 WHERE id = $2", new_owner, k1.id)
+            await conn.execute("DELETE FROM wallets WHERE id = $1", k3.id)
+        s.wallets = [w for w in s.wallets if w.id != k3.id]
+        evm.token_transfer(s.anvil, s.usdt, k1.address, k2.address, 11)  # rows for the re-owned wallet
+        evm.token_transfer(s.anvil, s.usdt, k3.address, k2.address, 13)  # and for the deleted one
+        await eventually(at_head, timeout_s=30)
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await s.assert_table_matches_chain()
+    owners = await s.pool.fetch("SELECT DISTINCT user_id FROM transactions WHERE wallet_id = $1", k1.id)
+    assert [r["user_id"] for r in owners] == [new_owner]
+    assert not await s.pool.fetchval("SELECT count(*) FROM transactions WHERE wallet_id = $1", k3.id)
+    # the deleted wallet's transfer to k2 is still k2's deposit
+    assert await s.pool.fetchval(
+        "SELECT tx_type FROM transactions WHERE wallet_id = $1 AND amount_raw = 13", k2.id) == "deposit"
