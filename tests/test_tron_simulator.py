@@ -317,3 +317,62 @@ async def test_calldata_with_41_in_padding(tron_sim: TronSimulator) -> None:
     block = tron_sim.produce_block()
     data = block.txs[0].tx["raw_data"]["contract"][0]["parameter"]["value"]["data"]
     assert data[8:72] == "0" * 22 + to_hex41(bob)
+
+
+async def test_getblockbyid(tron_sim: TronSimulator, http: aiohttp.ClientSession) -> None:
+    alice, bob = tron_sim.new_address(), tron_sim.new_address()
+    tron_sim.fund(alice, 100)
+    tx = tron_sim.transfer_trx(alice, bob, 100)
+    block = tron_sim.produce_block()
+    got = await post(http, tron_sim, "/wallet/getblockbyid", {"value": block.block_id})
+    assert got == await post(http, tron_sim, "/wallet/getblockbynum", {"num": block.number})
+    assert [t["txID"] for t in got["transactions"]] == [tx]  # the whole block, transactions included
+    assert await post(http, tron_sim, "/wallet/getblockbyid", {"value": "00" * 32}) == {}
+    orphaned = block.block_id
+    tron_sim.fork(1)
+    assert await post(http, tron_sim, "/wallet/getblockbyid", {"value": orphaned}) == {}
+    err = await post(http, tron_sim, "/wallet/getblockbyid", {"value": "zz"})
+    assert err["Error"].startswith("class org.bouncycastle.util.encoders.DecoderException : ")
+
+
+async def test_a_lagging_node_answers_as_the_chain_was_blocks_ago(
+    tron_sim: TronSimulator, http: aiohttp.ClientSession
+) -> None:
+    alice, bob = tron_sim.new_address(), tron_sim.new_address()
+    tron_sim.fund(alice, 100)
+    tx = tron_sim.transfer_trx(alice, bob, 100)
+    top = tron_sim.produce_block()
+    tron_sim.faults.lag(1.0, blocks=3)
+    head = await post(http, tron_sim, "/wallet/getnowblock")
+    assert head["block_header"]["raw_data"]["number"] == top.number - 3
+    info = await post(http, tron_sim, "/wallet/getnodeinfo")
+    assert info["block"].startswith(f"Num:{top.number - 3},") and info["solidityBlock"].startswith(
+        f"Num:{top.number - 21},")
+    short = await post(http, tron_sim, "/wallet/getblockbylimitnext",
+                       {"startNum": top.number - 4, "endNum": top.number + 1})
+    assert [b["block_header"]["raw_data"]["number"] for b in short["block"]] == [top.number - 4, top.number - 3]
+    assert await post(http, tron_sim, "/wallet/getblockbylimitnext",
+                      {"startNum": top.number - 1, "endNum": top.number + 1}) == {}
+    assert await post(http, tron_sim, "/wallet/gettransactioninfobyblocknum", {"num": top.number}) == []
+    assert await post(http, tron_sim, "/wallet/getblockbynum", {"num": top.number}) == {}
+    assert await post(http, tron_sim, "/wallet/getblock", {"id_or_num": str(top.number)}) == {}
+    assert await post(http, tron_sim, "/wallet/getblockbyid", {"value": top.block_id}) == {}
+    assert await post(http, tron_sim, "/wallet/gettransactioninfobyid", {"value": tx}) == {}
+    assert tron_sim.faults.injected["lagging"] == 9 and tron_sim.faults.injected["lag_hidden"] == 9
+
+    # after a fork, a node behind may still be on the old branch
+    tron_sim.produce_blocks(3)
+    old = tron_sim.block(top.number)
+    tron_sim.fork(4, new_blocks=2)  # replaces the top block and the three above it
+    still_old = await post(http, tron_sim, "/wallet/getblockbynum", {"num": top.number})
+    assert still_old["blockID"] == old.block_id != tron_sim.block(top.number).block_id
+    tron_sim.faults.clear()
+    assert (await post(http, tron_sim, "/wallet/getnowblock"))["blockID"] == tron_sim.block(top.number + 1).block_id
+
+
+async def test_lagging_is_drawn_per_request(tron_sim: TronSimulator, http: aiohttp.ClientSession) -> None:
+    tron_sim.faults.lag(0.3, blocks=2)
+    numbers = [(await post(http, tron_sim, "/wallet/getnowblock"))["block_header"]["raw_data"]["number"]
+               for _ in range(60)]
+    assert set(numbers) == {38, 40}
+    assert 5 <= numbers.count(38) == tron_sim.faults.injected["lagging"] <= 35

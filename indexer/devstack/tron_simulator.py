@@ -1,6 +1,6 @@
 """A Tron full node (java-tron HTTP API) simulator, for tests and ``make demo``.
 
-It speaks the real wire format, quirks included (see ``/work/shared/reference/chains.md``, Tron section):
+It speaks the real wire format, quirks included:
 
 * POST JSON bodies (GET with query parameters also works, as on java-tron); unknown paths answer 404.
 * proto3 JSON: fields at their default are omitted (no ``transactions`` key in an empty block, ``{}`` for an
@@ -11,6 +11,7 @@ It speaks the real wire format, quirks included (see ``/work/shared/reference/ch
   bare JSON array; ``/wallet/getblockbylimitnext`` answers ``{}`` outside its [start, end) <= 100 contract.
 * block IDs are 64 hex digits whose first 16 encode the block number; ``parentHash`` links them.
 * the solidified head lags the head by ``solid_lag`` blocks (18 by default); ``/walletsolidity/*`` serve it.
+* ``/wallet/getblockbyid {"value": id}`` answers the block with that ID (transactions included) or ``{}``.
 
 State: TRX balances (sun) and TRC20 tokens with balances. Transactions are queued by the Python API and take
 effect when a block is produced (``produce_block``, ``produce_blocks`` or the timer of ``block_time_s``). Fees are
@@ -20,6 +21,14 @@ A TRC20 transfer without enough balance reverts like the real contract; a TRX tr
 Faults (``sim.faults``): the next ``count`` requests, or a ``probability`` of each, get a rate-limit ``Error``
 body, a TronGrid-style 403/429/503, a 500, a truncated body or a delay. ``api_key=...`` makes every request without
 the header ``TRON-PRO-API-KEY`` equal to it fail with 401; ``sim.requests`` records the path and headers of each.
+
+A lagging node behind a load balancer (``sim.faults.lag(probability, blocks=3)``): that share of the requests is
+answered, in the same wire format, by a node that saw the chain as it was ``blocks`` blocks ago (so after a fork it
+may still be on the old branch): ``getnowblock`` and ``getnodeinfo``'s ``block``/``solidityBlock`` lower,
+``getblockbylimitnext`` short or ``{}`` above its head, ``gettransactioninfobyblocknum`` ``[]``,
+``getblockbynum``/``getblock``/``getblockbyid``/``gettransactioninfobyid`` ``{}`` for what it has not seen.
+``faults.injected["lagging"]`` counts such requests, ``faults.injected["lag_hidden"]`` those whose answer differed from
+the up-to-date node's.
 
 Python API (sync, call it from the loop that runs the server)::
 
@@ -52,6 +61,7 @@ import json
 import logging
 import random
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,6 +89,7 @@ _SIGNATURES = {
     "totalSupply()": SEL_TOTAL_SUPPLY,
 }
 ENERGY_PRICE_SUN = 100
+SEEN_CHAINS = 64  # how many past states of the chain a lagging node can be in
 BLOCK_INTERVAL_MS = 3000
 GENESIS_PARENT = (
     "957dc2d350daecc7bb6a38f3938ebde0a0c1cedafe15f0edae4256a2907449f6"  # mainnet genesis parentHash
@@ -208,6 +219,22 @@ class Faults:
     rules: list[Fault] = field(default_factory=list)
     injected: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    lagging: float = 0.0  # share of the requests a lagging node answers
+    lag_blocks: int = 3
+
+    def lag(self, probability: float, blocks: int = 3) -> None:
+        """From now on, ``probability`` of the requests are answered by a node ``blocks`` blocks behind."""
+        self.lagging, self.lag_blocks = probability, blocks
+
+    def count(self, kind: str) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+
+    def lag_now(self, path: str) -> bool:
+        """Whether this request goes to the lagging node (one draw per request)."""
+        if path.startswith("/_sim/") or self.lagging <= 0 or self.rng.random() >= self.lagging:
+            return False
+        self.count("lagging")
+        return True
 
     def add(
         self,
@@ -223,7 +250,9 @@ class Faults:
         return fault
 
     def clear(self) -> None:
+        """No more faults (rules and lagging)."""
         self.rules.clear()
+        self.lagging = 0.0
 
     def pick(self, path: str) -> Fault | None:
         if path.startswith("/_sim/"):
@@ -318,6 +347,7 @@ class TronSimulator:
         self._runner: web.AppRunner | None = None
         self._timer: asyncio.Task[None] | None = None
         self._txs: dict[str, tuple[SimBlock, int]] = {}
+        self._seen: deque[list[SimBlock]] = deque(maxlen=SEEN_CHAINS)  # the chain after each block, newest last
         self._add_block([])  # genesis
         self.produce_blocks(initial_blocks)
 
@@ -507,6 +537,7 @@ class TronSimulator:
             txs=txs,
         )
         self.blocks.append(block)
+        self._seen.append(list(self.blocks))
         for index, tx in enumerate(txs):  # their deltas were applied as they were built
             self._txs[tx.txid] = (block, index)
             for token, address, delta in tx.deltas:
@@ -703,17 +734,29 @@ class TronSimulator:
             answer = await self._fault_answer(fault)
             if answer is not None:
                 return answer
-        handler = self._routes().get(path)
-        if handler is None or request.method not in ("GET", "POST"):
+        if path not in self._routes(self.blocks) or request.method not in ("GET", "POST"):
             return web.Response(status=404, text=f"<html><body><h2>404 Not found</h2>{path}</body></html>")
+        lagging = self.faults.lag_now(path)
         try:
             params = await self._params(request)
-            result = handler(params, _truthy(params.get("visible", False)))
+            visible = _truthy(params.get("visible", False))
+            result = self._routes(self._lagging_chain() if lagging else self.blocks)[path](params, visible)
+            if lagging and result != self._routes(self.blocks)[path](params, visible):
+                self.faults.count("lag_hidden")
         except _JavaError as exc:
             result = {"Error": str(exc)}
         except ValueError as exc:  # address decoding
             result = {"Error": f"class java.lang.IllegalArgumentException : {exc}"}
         return web.Response(body=orjson.dumps(result), content_type="application/json")
+
+    def _lagging_chain(self) -> list[SimBlock]:
+        """The chain as a node ``lag_blocks`` blocks behind has it: as it was that many blocks ago."""
+        lag = self.faults.lag_blocks
+        if lag <= 0:
+            return self.blocks
+        if lag < len(self._seen):
+            return self._seen[-1 - lag]
+        return self.blocks[: max(1, len(self.blocks) - lag)]
 
     async def _fault_answer(self, fault: Fault) -> web.StreamResponse | None:
         kind = fault.kind
@@ -757,79 +800,113 @@ class TronSimulator:
                 params.update(parsed)
         return params
 
-    def _routes(self) -> dict[str, Callable[[dict[str, Any], bool], Any]]:
-        solid = self.solid_number
-        head = self.head_number
+    def _routes(self, chain: Sequence[SimBlock]) -> dict[str, Callable[[dict[str, Any], bool], Any]]:
+        """The API as a node whose chain is ``chain`` (the current one, or what a lagging node has) answers it."""
+        head = len(chain) - 1
+        solid = max(0, head - self.solid_lag)
         return {
-            "/wallet/getnowblock": lambda p, v: self._block_json(self.blocks[head], v),
-            "/walletsolidity/getnowblock": lambda p, v: self._block_json(self.blocks[solid], v),
-            "/wallet/getblockbynum": lambda p, v: self._get_block_by_num(p, v, head),
-            "/walletsolidity/getblockbynum": lambda p, v: self._get_block_by_num(p, v, solid),
-            "/wallet/getblock": lambda p, v: self._get_block(p, v, head),
-            "/walletsolidity/getblock": lambda p, v: self._get_block(p, v, solid),
-            "/wallet/getblockbylimitnext": lambda p, v: self._get_block_by_limit_next(p, v, head),
-            "/wallet/gettransactioninfobyblocknum": lambda p, v: self._infos_by_num(p, v, head),
-            "/walletsolidity/gettransactioninfobyblocknum": lambda p, v: self._infos_by_num(p, v, solid),
-            "/wallet/gettransactioninfobyid": lambda p, v: self._info_by_id(p, v, head),
-            "/walletsolidity/gettransactioninfobyid": lambda p, v: self._info_by_id(p, v, solid),
-            "/wallet/gettransactionbyid": lambda p, v: self._tx_by_id(p, v, head),
+            "/wallet/getnowblock": lambda p, v: self._block_json(chain[head], v),
+            "/walletsolidity/getnowblock": lambda p, v: self._block_json(chain[solid], v),
+            "/wallet/getblockbynum": lambda p, v: self._get_block_by_num(p, v, chain, head),
+            "/walletsolidity/getblockbynum": lambda p, v: self._get_block_by_num(p, v, chain, solid),
+            "/wallet/getblock": lambda p, v: self._get_block(p, v, chain, head),
+            "/walletsolidity/getblock": lambda p, v: self._get_block(p, v, chain, solid),
+            "/wallet/getblockbyid": lambda p, v: self._get_block_by_id(p, v, chain, head),
+            "/wallet/getblockbylimitnext": lambda p, v: self._get_block_by_limit_next(p, v, chain, head),
+            "/wallet/gettransactioninfobyblocknum": lambda p, v: self._infos_by_num(p, v, chain, head),
+            "/walletsolidity/gettransactioninfobyblocknum": lambda p, v: self._infos_by_num(p, v, chain, solid),
+            "/wallet/gettransactioninfobyid": lambda p, v: self._info_by_id(p, v, chain, head),
+            "/walletsolidity/gettransactioninfobyid": lambda p, v: self._info_by_id(p, v, chain, solid),
+            "/wallet/gettransactionbyid": lambda p, v: self._tx_by_id(p, v, chain, head),
             "/wallet/getaccount": lambda p, v: self._get_account(p, v),
             "/walletsolidity/getaccount": lambda p, v: self._get_account(p, v),
             "/wallet/triggerconstantcontract": lambda p, v: self._trigger_constant(p, v),
-            "/wallet/getnodeinfo": lambda p, v: self._node_info(),
+            "/wallet/getnodeinfo": lambda p, v: self._node_info(chain[head], chain[solid]),
         }
 
-    def _get_block_by_num(self, params: dict[str, Any], visible: bool, top: int) -> dict[str, Any]:
+    def _get_block_by_num(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
         num = _int_param(params, "num", 0)
         if num < 0 or num > top:
             return {}
-        return self._block_json(self.blocks[num], visible)
+        return self._block_json(chain[num], visible)
 
-    def _get_block(self, params: dict[str, Any], visible: bool, top: int) -> dict[str, Any]:
+    def _by_id(self, key: str, chain: Sequence[SimBlock], top: int) -> SimBlock | None:
+        number = int(key[:16], 16)
+        if number <= top and chain[number].block_id == key:
+            return chain[number]
+        return None
+
+    def _get_block(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
         detail = _truthy(params.get("detail", False))
         key = params.get("id_or_num")
         if key is None or key == "":
-            return self._block_json(self.blocks[top], visible, detail)
+            return self._block_json(chain[top], visible, detail)
         key = str(key)
         if len(key) == 64:
-            number = int(key[:16], 16)
-            if number <= top and self.blocks[number].block_id == key:
-                return self._block_json(self.blocks[number], visible, detail)
-            return {}
+            block = self._by_id(key, chain, top)
+            return self._block_json(block, visible, detail) if block is not None else {}
         if not key.isdigit():
             raise _JavaError("java.lang.NumberFormatException", f'For input string: "{key}"')
         number = int(key)
-        return self._block_json(self.blocks[number], visible, detail) if number <= top else {}
+        return self._block_json(chain[number], visible, detail) if number <= top else {}
 
-    def _get_block_by_limit_next(self, params: dict[str, Any], visible: bool, top: int) -> dict[str, Any]:
+    def _get_block_by_id(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
+        key = str(params.get("value", ""))
+        if any(c not in "0123456789abcdefABCDEF" for c in key) or len(key) % 2:
+            raise _JavaError(
+                "org.bouncycastle.util.encoders.DecoderException",
+                "exception decoding Hex string: invalid characters encountered in Hex string",
+            )
+        block = self._by_id(key.lower(), chain, top) if len(key) == 64 else None
+        return self._block_json(block, visible) if block is not None else {}
+
+    def _get_block_by_limit_next(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
         start = _int_param(params, "startNum", 0)
         end = _int_param(params, "endNum", 0)
         if start < 0 or end <= start or end - start > 100:
             return {}
-        blocks = [self._block_json(self.blocks[n], visible) for n in range(start, min(end, top + 1))]
+        blocks = [self._block_json(chain[n], visible) for n in range(start, min(end, top + 1))]
         return {"block": blocks} if blocks else {}
 
-    def _infos_by_num(self, params: dict[str, Any], visible: bool, top: int) -> list[dict[str, Any]]:
+    def _infos_by_num(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> list[dict[str, Any]]:
         num = _int_param(params, "num", 0)
         if num < 0 or num > top:
             return []
-        block = self.blocks[num]
+        block = chain[num]
         return [self._info_json(block, tx, visible) for tx in block.txs]
 
-    def _locate(self, params: dict[str, Any], top: int) -> tuple[SimBlock, SimTx] | None:
+    def _locate(
+        self, params: dict[str, Any], chain: Sequence[SimBlock], top: int
+    ) -> tuple[SimBlock, SimTx] | None:
         txid = str(params.get("value", ""))
         found = self._txs.get(txid)
+        if chain is not self.blocks:  # a lagging node: where it has the transaction, if anywhere
+            found = next(((b, i) for b in chain for i, tx in enumerate(b.txs) if tx.txid == txid), None)
         if found is None or found[0].number > top:
             return None
         block, index = found
         return block, block.txs[index]
 
-    def _info_by_id(self, params: dict[str, Any], visible: bool, top: int) -> dict[str, Any]:
-        found = self._locate(params, top)
+    def _info_by_id(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
+        found = self._locate(params, chain, top)
         return self._info_json(*found, visible) if found else {}
 
-    def _tx_by_id(self, params: dict[str, Any], visible: bool, top: int) -> dict[str, Any]:
-        found = self._locate(params, top)
+    def _tx_by_id(
+        self, params: dict[str, Any], visible: bool, chain: Sequence[SimBlock], top: int
+    ) -> dict[str, Any]:
+        found = self._locate(params, chain, top)
         return self._tx_json(found[1], visible) if found else {}
 
     def _input_address(self, value: object, visible: bool, what: str) -> str:
@@ -903,8 +980,7 @@ class TronSimulator:
             "transaction": {"ret": [{}], "visible": visible, "txID": _sha("call", contract, selector, args)},
         }
 
-    def _node_info(self) -> dict[str, Any]:
-        head, solid = self.blocks[self.head_number], self.blocks[self.solid_number]
+    def _node_info(self, head: SimBlock, solid: SimBlock) -> dict[str, Any]:
         return {
             "activeConnectCount": 5,
             "beginSyncNum": head.number,
