@@ -279,6 +279,42 @@ async def test_a_platform_withdrawal_is_settled_and_a_reverted_one_fails(scene_f
     assert bad["status"] == "failed" and bad["block_number"] is not None and bad["gas_used"] > 0
 
 
+async def test_platform_transactions_never_mined_are_polled_ever_less_often_then_dropped(scene_factory: Any) -> None:
+    """A withdrawal another service recorded but that never reached a block (dropped from the mempool): its receipt is
+    asked for less and less often instead of on every poll, and after PLATFORM_TX_MAX_AGE_S the row is 'dropped'."""
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    evm.mine(s.anvil, 3)
+    never = {"old": "0x" + "ab" * 32, "recent": "0x" + "cd" * 32}
+    for name, age_h in (("old", 7), ("recent", 0)):
+        await s.pool.execute(
+            """INSERT INTO transactions (user_id, wallet_id, tx_hash, chain, from_address, to_address, amount, token,
+                   tx_type, created_at) VALUES ($1, $2, $3, 'bsc', $4, $5, 1, 'USDT', 'withdrawal',
+                   now() - make_interval(hours => $6))""",
+            k1.user_id, k1.id, never[name], k1.address, s.accounts[8].lower(), age_h,
+        )
+    watcher = await s.make_watcher(platform_tx_max_age_s=6 * 3600)
+    asked: list[str] = []
+    receipts = watcher.adapter.receipts
+
+    async def spy(hashes: list[str]) -> Any:
+        asked.extend(hashes)
+        return await receipts(hashes)
+
+    watcher.adapter.receipts = spy  # type: ignore[method-assign]
+    await sync_to_head(watcher, s.head)
+    steps = 0
+    async with asyncio.timeout(30):
+        while steps < 40:
+            await watcher.step()
+            steps += 1
+            await asyncio.sleep(0.05)
+    status = {r["tx_hash"]: r["status"] for r in await s.pool.fetch("SELECT tx_hash, status FROM transactions")}
+    assert status == {never["old"]: "dropped", never["recent"]: "pending"}
+    assert never["old"] not in asked  # past the age: never asked for again
+    assert 1 <= asked.count(never["recent"]) <= 6  # 40 polls at the head, a handful of receipt requests
+
+
 async def test_a_wallet_inserted_while_running_is_indexed_with_its_history(scene_factory: Any) -> None:
     s: Scene = scene_factory(137, 6, extra_args=["--slots-in-an-epoch", "4"])
     (k1,) = await s.register(s.accounts[1])
@@ -298,6 +334,15 @@ async def test_a_wallet_inserted_while_running_is_indexed_with_its_history(scene
     await s.assert_table_matches_chain()
     types = await s.pool.fetch("SELECT wallet_id, tx_type FROM transactions WHERE amount_raw = 40")
     assert sorted(r["tx_type"] for r in types) == ["p2p_transfer", "p2p_transfer"]
+    # bounded metrics: wallet backfills are counted per chain, never one series per wallet (100k wallets would
+    # mean 100k series, and addresses on an unauthenticated endpoint)
+    from prometheus_client import generate_latest
+
+    from indexer import metrics
+
+    scrape = generate_latest(metrics.REGISTRY).decode()
+    assert "wallet:" not in scrape and late.lower()[2:] not in scrape.lower()
+    assert 'citadel_wallet_backfills_pending{chain="polygon"} 0.0' in scrape
 
 
 async def test_faulty_providers_slow_the_sync_but_never_change_the_result(

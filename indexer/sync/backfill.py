@@ -101,14 +101,20 @@ class Backfiller:
         wallet_groups = self._wallet_groups(states)
         ranges = [s for s in await self.writer.store.streams(RANGE_STREAM_PREFIX) if _pending(s)]
         if not wallet_groups and not ranges:
+            metrics.WALLET_BACKFILLS_PENDING.labels(self.chain).set(0)
+            metrics.WALLET_BACKFILL_REMAINING_BLOCKS.labels(self.chain).set(0)
             self.view.backfill_wakeup.clear()
             try:
                 await asyncio.wait_for(self.view.backfill_wakeup.wait(), timeout=5.0)
             except TimeoutError:
                 pass
             return 0.0
+        left: list[tuple[int, int]] = []  # (streams still pending, blocks left) per group, after this step
         for (done, target), streams in wallet_groups.items():
-            await self._advance_wallets(done, target, streams)
+            last = await self._advance_wallets(done, target, streams)
+            left.append((len(streams) if last < target else 0, target - last))
+        metrics.WALLET_BACKFILLS_PENDING.labels(self.chain).set(sum(n for n, _ in left))
+        metrics.WALLET_BACKFILL_REMAINING_BLOCKS.labels(self.chain).set(max((b for _, b in left), default=0))
         for state in ranges:
             await self._advance_range(state)
         return 0.0
@@ -117,7 +123,6 @@ class Backfiller:
         """Pending wallet streams of watched wallets, grouped by (done, target) so they share their reads."""
         groups: dict[tuple[int, int], list[str]] = defaultdict(list)
         watched = self.view.wallets.by_address
-        remaining = 0
         for state in states:
             if not _pending(state):
                 continue
@@ -125,12 +130,10 @@ class Backfiller:
             address = state.stream.split(":", 2)[2]
             if address in watched:  # a wallet deactivated mid-way: its record goes with the next wallet reload
                 groups[(state.block_number, state.target_block)].append(state.stream)
-                remaining = max(remaining, state.target_block - state.block_number)
-        metrics.WALLET_BACKFILLS_PENDING.labels(self.chain).set(sum(len(g) for g in groups.values()))
-        metrics.WALLET_BACKFILL_REMAINING_BLOCKS.labels(self.chain).set(remaining)
         return groups
 
-    async def _advance_wallets(self, done: int, target: int, streams: list[str]) -> None:
+    async def _advance_wallets(self, done: int, target: int, streams: list[str]) -> int:
+        """One step of a group of wallet streams; the block they are done to now."""
         first, last = done + 1, min(target, done + self.range_size)
         addresses = frozenset(s.split(":", 2)[2] for s in streams)
         await index_range(self.view, self.writer, first, last, addresses,
@@ -138,6 +141,7 @@ class Backfiller:
         if last == target:
             log.info("wallet backfill done", extra={"fields": {"chain": self.chain, "wallets": len(streams),
                                                                "to_block": target}})
+        return last
 
     async def _advance_range(self, state: StreamState) -> None:
         assert state.block_number is not None and state.target_block is not None
