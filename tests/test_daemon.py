@@ -269,3 +269,34 @@ async def test_daemon_retakes_its_writer_lock_after_losing_every_database_connec
     done = await cursor(pool)
     assert done >= head
     assert await actual_rows(pool, "bsc") == expected_evm_rows(anvil, wallets, [token], 0, done)
+
+
+async def test_cli_backfill_hands_its_job_to_the_running_daemon(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """One writer per chain owns every commit: with a daemon holding the chain's writer lease, `backfill` records
+    its job, the daemon runs it, and the command follows its progress to the end."""
+    anvil = anvil_factory(56, extra_args=["--slots-in-an-epoch", "2"])  # finalized = head - 4
+    token, wallets = await busy_bsc(anvil, pool, known=2, blocks=30)
+    env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_BSC__MAX_BLOCK_RANGE="7")
+    daemon = Daemon(env, tmp_path / "d.log")
+    daemons.append(daemon)
+    daemon.start()
+    head = evm.block_number(anvil)
+    await eventually(lambda: _cursor_above(pool, head), timeout_s=60)
+    expected = [r for r in expected_evm_rows(anvil, wallets, [token], 0, head) if r[6] <= head - 5]
+    lost = await pool.execute("DELETE FROM transactions WHERE block_number <= $1", head - 5)  # rows lost somehow
+    assert int(lost.split()[-1]) > 0
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "indexer", "backfill", "--chain", "bsc", "--from-block", "0",
+                               "--to-block", str(head - 5)], env=env, capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+
+    done = await asyncio.to_thread(run)
+    assert done.returncode == 0, done.stderr
+    assert "runs there" in done.stderr and "100.0%" in done.stderr
+    assert [r for r in await actual_rows(pool, "bsc") if r[6] <= head - 5] == expected
+    assert await pool.fetchval(
+        "SELECT block_number FROM sync_cursors WHERE stream = $1", f"backfill:0-{head - 5}") == head - 5
+    assert daemon.stop() == 0
