@@ -552,3 +552,39 @@ async def test_wallets_reowned_or_deleted_under_a_batch_never_stop_the_chain(sce
     # the deleted wallet's transfer to k2 is still k2's deposit
     assert await s.pool.fetchval(
         "SELECT tx_type FROM transactions WHERE wallet_id = $1 AND amount_raw = 13", k2.id) == "deposit"
+
+
+async def test_a_chain_whose_every_endpoint_fails_reports_itself_degraded_and_recovers(scene_factory: Any) -> None:
+    """Every endpoint down for long: the chain keeps retrying (it never exits on its own) and says so
+    (citadel_chain_degraded, /healthz "degraded"); it recovers by itself when an endpoint answers again."""
+    from indexer import metrics
+    from tests.support.faultproxy import FaultProxy, Faults
+    from tests.support.sync import eventually
+
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 5)
+    async with FaultProxy(s.anvil.url, Faults()) as proxy:
+        s.adapter = EvmAdapter(s.chain, [proxy.url], 56, timeout_s=0.5, max_attempts=2)
+        watcher = await s.make_watcher(degraded_after_s=0.5, max_backoff_s=0.2)
+        task = asyncio.create_task(watcher.run())
+        try:
+            async def at_head() -> bool:
+                return watcher.cursor >= s.head()
+
+            await eventually(at_head, timeout_s=30)
+            await proxy.down()
+            evm.token_transfer(s.anvil, s.usdt, k1.address, s.accounts[9], 1)
+
+            async def degraded() -> bool:
+                return watcher.degraded and metrics.CHAIN_DEGRADED.labels("bsc")._value.get() == 1
+
+            await eventually(degraded, timeout_s=30)
+            assert not task.done()
+            await proxy.up()
+            await eventually(at_head, timeout_s=30)
+            assert not watcher.degraded and metrics.CHAIN_DEGRADED.labels("bsc")._value.get() == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await s.assert_table_matches_chain()
