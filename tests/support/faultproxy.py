@@ -10,6 +10,20 @@ error texts when they span more than ``max_log_blocks`` blocks, return more than
 can be rewritten to carry a 97-byte ``extraData`` as BSC/Polygon blocks do. ``down()`` stops listening (connection
 refused) and drops open connections; ``up()`` listens again on the same port. ``injected`` counts every fault.
 
+A lagging node behind a load balancer (``lagging`` = the probability per HTTP request, a whole batch being one
+request; ``lag_blocks`` = how far behind): such a request is answered as a node whose head is ``lag_blocks`` below the
+real one, the way geth answers:
+
+- ``eth_blockNumber`` and the ``latest``/``pending`` tags give the lagging head; ``safe``/``finalized`` never above it;
+- ``eth_getBlockByNumber``/``eth_getBlockByHash`` of a block above it, and the receipts and transactions in such
+  blocks, are ``null``;
+- ``eth_getLogs`` over a range is silently clamped to the lagging head (a range starting above it is ``[]``), and by a
+  ``blockHash`` above it is geth's ``-32000 unknown block``;
+- ``eth_call``, ``eth_getBalance`` and the other state reads at ``latest`` read the state at the lagging head.
+
+``injected["lagging"]`` counts the requests answered that way, ``injected["lag_hidden"]`` the entries whose answer it
+changed (a ``null``, a clamped range, an error, a lower number).
+
 The proxy accepts any path and query, so a URL can carry a fake API key (``proxy.url_with("/v3/KEY?apikey=KEY")``).
 """
 
@@ -50,6 +64,37 @@ class Faults:
     reject_batches: bool = False
     # restrict transport faults to these methods (None: all)
     methods: frozenset[str] | None = None
+    # a node behind the others, answering this share of the requests (its own draw, after the transport faults)
+    lagging: float = 0.0
+    lag_blocks: int = 3
+
+
+LATEST_TAGS = ("latest", "pending")
+FINALITY_TAGS = ("safe", "finalized")
+UNKNOWN_BLOCK = {"code": -32000, "message": "unknown block"}  # geth, anvil: eth_getLogs by an unknown blockHash
+
+
+@dataclass
+class LagView:
+    """How one lagging request sees the chain: its head, and what it resolves tags and block hashes to."""
+
+    head: int
+    tags: dict[str, int]  # safe / finalized -> number, already capped at ``head``
+    hash_numbers: dict[str, int | None]  # a block hash named by an eth_getLogs filter -> its number (None: unknown)
+
+    def block_param(self, value: Any) -> Any:
+        """A block parameter as the lagging node resolves it (tags become numbers; numbers stay)."""
+        if value in LATEST_TAGS:
+            return hex(self.head)
+        if value in FINALITY_TAGS:
+            return hex(self.tags[value])
+        return value
+
+    def above(self, value: Any) -> bool:
+        """A hex block number (or a reply object carrying ``number``/``blockNumber``) above the lagging head."""
+        if isinstance(value, dict):
+            value = value.get("number", value.get("blockNumber"))
+        return isinstance(value, str) and value.startswith("0x") and int(value, 16) > self.head
 
 
 def range_error(style: str, limit: int, first: int, last: int) -> dict[str, Any]:
@@ -200,21 +245,31 @@ class FaultProxy:
                 return web.Response(status=self._rng.choice([500, 502, 503]), text="upstream error")
             draw -= f.server_error
         truncate = faultable and draw < f.truncate
+        lag = await self._lag_view(entries) if f.lagging and self._rng.random() < f.lagging else None
 
         replies: dict[int, dict[str, Any]] = {}
         forward: list[dict[str, Any]] = []
+        sent: dict[int, dict[str, Any]] = {}  # position -> the entry as forwarded (rewritten for a lagging node)
         for pos, entry in enumerate(entries):
             refusal = self._refuse_logs(entry)
             if refusal is not None:
                 replies[pos] = {"jsonrpc": "2.0", "id": entry.get("id"), "error": refusal}
-            else:
-                forward.append(entry)
+                continue
+            if lag is not None:
+                answered, entry = self._lag_request(lag, entry)
+                if answered is not None:
+                    replies[pos] = answered
+                    continue
+            sent[pos] = entry
+            forward.append(entry)
         if forward:
             upstream = await self._upstream(forward)
             upstream_by_id = {r.get("id"): r for r in upstream}
-            for pos, entry in enumerate(entries):
-                if pos not in replies:
-                    replies[pos] = self._rewrite(entry, upstream_by_id[entry.get("id")])
+            for pos, entry in sent.items():
+                reply = upstream_by_id[entry.get("id")]
+                if lag is not None:
+                    reply = self._lag_reply(lag, entry, reply)
+                replies[pos] = self._rewrite(entry, reply)
         out = [replies[pos] for pos in range(len(entries))]
         raw = orjson.dumps(out if is_batch else out[0])
         if truncate:
@@ -232,6 +287,84 @@ class FaultProxy:
             reply = orjson.loads(await resp.read())
         assert isinstance(reply, list)
         return reply
+
+    # ------------------------------------------------------------------------------------------- lagging node
+
+    async def _lag_view(self, entries: list[dict[str, Any]]) -> LagView:
+        """Ask the real node (one batch) for its head, the finality tags and the numbers of the block hashes the
+        request names, and derive what a node ``lag_blocks`` behind would answer with."""
+        self.injected["lagging"] += 1
+        hashes = sorted({
+            flt["blockHash"] for e in entries if e.get("method") == "eth_getLogs"
+            for flt in (e.get("params") or [None])[:1] if isinstance(flt, dict) and isinstance(flt.get("blockHash"), str)
+        })
+        calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
+        calls += [("eth_getBlockByNumber", [t, False]) for t in FINALITY_TAGS]
+        calls += [("eth_getBlockByHash", [h, False]) for h in hashes]
+        replies = await self._upstream(
+            [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)])
+        results = {r.get("id"): r.get("result") for r in replies}
+        head = max(0, int(str(results[0]), 16) - self.faults.lag_blocks)
+        tags = {}
+        for i, tag in enumerate(FINALITY_TAGS, start=1):
+            block = results.get(i)
+            tags[tag] = min(head, int(block["number"], 16)) if isinstance(block, dict) else head
+        numbers: dict[str, int | None] = {}
+        for i, h in enumerate(hashes, start=1 + len(FINALITY_TAGS)):
+            block = results.get(i)
+            numbers[h] = int(block["number"], 16) if isinstance(block, dict) else None
+        return LagView(head, tags, numbers)
+
+    def _lag_request(
+        self, lag: LagView, entry: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(the lagging node's reply when it answers without the real node, the entry to forward otherwise)."""
+        method, params, entry_id = entry.get("method"), list(entry.get("params") or []), entry.get("id")
+
+        def answer(result: Any = None, error: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+            self.injected["lag_hidden"] += 1
+            body = {"error": error} if error is not None else {"result": result}
+            return {"jsonrpc": "2.0", "id": entry_id, **body}, entry
+
+        if method == "eth_blockNumber":
+            return answer(hex(lag.head))
+        if method == "eth_getLogs" and params and isinstance(params[0], dict):
+            flt = dict(params[0])
+            if isinstance(flt.get("blockHash"), str):
+                number = lag.hash_numbers.get(flt["blockHash"])
+                if number is not None and number > lag.head:
+                    return answer(error=UNKNOWN_BLOCK)
+            else:
+                first = lag.block_param(flt.get("fromBlock", "latest"))
+                last = lag.block_param(flt.get("toBlock", "latest"))
+                if isinstance(first, str) and first.startswith("0x") and int(first, 16) > lag.head:
+                    return answer([])
+                if isinstance(last, str) and last.startswith("0x") and int(last, 16) > lag.head:
+                    self.injected["lag_hidden"] += 1
+                    last = hex(lag.head)
+                flt["fromBlock"], flt["toBlock"] = first, last
+            return None, {**entry, "params": [flt, *params[1:]]}
+        params = [lag.block_param(p) if isinstance(p, str) else p for p in params]
+        if method == "eth_getBlockByNumber" and params and lag.above(params[0]):
+            return answer(None)
+        return None, {**entry, "params": params}
+
+    def _lag_reply(self, lag: LagView, entry: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        """The real node's reply as the lagging node would give it: nothing of a block above its head."""
+        method, result = entry.get("method"), reply.get("result")
+        hides = method in ("eth_getBlockByHash", "eth_getBlockByNumber", "eth_getTransactionReceipt",
+                           "eth_getTransactionByHash", "eth_getTransactionByBlockHashAndIndex")
+        if hides and isinstance(result, dict) and lag.above(result):
+            self.injected["lag_hidden"] += 1
+            return {**reply, "result": None}
+        if method == "eth_getLogs" and isinstance(result, list):
+            kept = [log for log in result if not lag.above(log)]  # a block mined while the request was served
+            if len(kept) != len(result):
+                self.injected["lag_hidden"] += 1
+                return {**reply, "result": kept}
+        return reply
+
+    # ------------------------------------------------------------------------------------------- log limits
 
     def _refuse_logs(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         if entry.get("method") != "eth_getLogs":
