@@ -31,8 +31,7 @@ import aiohttp
 import orjson
 
 from chains.base import NullObserver, RpcObserver
-from chains.evm.rpc import _secrets_of
-from chains.redact import redact_url, scrub, scrub_urls
+from chains.redact import redact_url, scrub, scrub_urls, secrets_of
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class NewHeadsSubscription:
         self.backoff_max_s = backoff_max_s
         self._urls = list(ws_urls)
         self._labels = [redact_url(u) for u in self._urls]
-        self._secrets = [_secrets_of(u) for u in self._urls]
+        self._secrets = [secrets_of(u) for u in self._urls]
         self.latest_number: int | None = None
         self.heads_received = 0
         self.connected = False
