@@ -8,14 +8,24 @@ tronpy, aiohttp or JSON.
 Error tree::
 
     ChainError                      anything an adapter raises
-    ├── RetryableChainError         transient: timeouts, 5xx, rate limits, truncated bodies; retry with backoff
-    │   ├── RateLimited             429 / 403 / "lack of computing resources" / frequency-limit bodies
+    ├── RetryableChainError         transient, or a fault of the endpoint that answered: the core backs off and
+    │   │                           retries (for ever, reporting the chain degraded after a while)
+    │   ├── RateLimited             429 / rate-limit bodies / "lack of computing resources"; ``retry_after_s``
     │   ├── RangeTooLarge           the provider refused a log range; ``suggested_to`` when it proposed one
-    │   ├── MalformedResponse       a response without the documented shape (truncated JSON, missing fields)
+    │   ├── MalformedResponse       a response without the documented shape (truncated or oversized body, invalid
+    │   │                           JSON, missing fields), or one an adapter's validation rejected
     │   └── BlockNotAvailable       the answering node lacks a block it was asked about (behind the others)
-    └── FatalChainError             retrying will not help: wrong chain id, malformed config, reorg past finality
+    ├── CallReverted                a contract call reverted: the answer about the request itself, which every
+    │                               endpoint would give alike; not retried, and no fault of the endpoint
+    └── FatalChainError             retrying will not help, found by an adapter's own checks: the node serves
+        │                           another chain, a configured token is not a token, a reorg past finality
         ├── ChainIdMismatch
         └── ReorgTooDeep            the chain replaced a block the indexer had as final
+
+Nothing an endpoint answers is fatal: HTTP errors with any body (a banned key's 403 page, a 404, a 5xx), unknown
+node errors, oversized or invalid bodies all make the clients (:mod:`chains.transport`) cool that endpoint down and
+ask the next one; when every attempt failed they raise a ``RetryableChainError``. ``FatalChainError`` is left to the
+adapters' semantic checks.
 
 Every message is free of secrets: RPC URLs are shown through :func:`chains.redact.redact_url`.
 """
@@ -62,7 +72,8 @@ class RangeTooLarge(RetryableChainError):
 
 
 class MalformedResponse(RetryableChainError):
-    """A response without the documented shape (truncated JSON, missing fields, wrong types)."""
+    """A response without the documented shape (truncated or oversized body, invalid JSON, missing fields, wrong
+    types), or values an adapter's validation rejected (a log index of 2^70): a fault of the endpoint."""
 
 
 class BlockNotAvailable(RetryableChainError):
@@ -70,8 +81,20 @@ class BlockNotAvailable(RetryableChainError):
     load balancer, a few blocks behind the others. Never to be read as "nothing happened in that block"."""
 
 
+class CallReverted(ChainError):
+    """A contract call (``eth_call``, Tron ``triggerconstantcontract``) reverted or failed in the contract: an answer
+    about the request that every endpoint would give alike, so neither retried nor a fault of the endpoint. Neither
+    retryable nor fatal: the caller decides (a balance left out, a configured token refused). ``data`` is what the
+    node gave with it (revert data, a message), when anything."""
+
+    def __init__(self, message: str, *, data: object = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
 class FatalChainError(ChainError):
-    """Retrying will not help; the chain's watcher stops with this message."""
+    """Retrying will not help; the chain's watcher stops with this message. Raised only by adapters' semantic
+    checks, never for what a transport or an endpoint did."""
 
 
 class ChainIdMismatch(FatalChainError):
@@ -219,7 +242,7 @@ class RpcObserver(Protocol):
 
     ``endpoint`` is always a redacted label (:func:`chains.redact.redact_url`), never a raw URL.
     ``outcome`` is one of ``ok``, ``timeout``, ``rate_limited``, ``range_too_large``, ``http_error``,
-    ``rpc_error``, ``malformed``, ``connection_error``.
+    ``rpc_error``, ``reverted``, ``malformed``, ``oversized``, ``connection_error``.
     """
 
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None: ...
@@ -229,10 +252,18 @@ class RpcObserver(Protocol):
         ``where`` locates it: a transaction hash and log index, a block number)."""
         ...
 
+    def endpoint_up(self, chain: str, endpoint: str, up: bool) -> None:
+        """An endpoint went into cooldown after a fault (``up`` False), or answered again after one (``up`` True).
+        Only changes are reported; an endpoint that never failed is never reported."""
+        ...
+
 
 class NullObserver:
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
         return None
 
     def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
+        return None
+
+    def endpoint_up(self, chain: str, endpoint: str, up: bool) -> None:
         return None

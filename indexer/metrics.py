@@ -119,6 +119,13 @@ COMMIT_DURATION = Histogram(
 BALANCE_REFRESHES = Counter(
     "citadel_balance_refreshes_total", "Wallet balance refreshes written", ["chain"], registry=REGISTRY
 )
+RPC_ENDPOINT_UP = Gauge(
+    "citadel_rpc_endpoint_up",
+    "0 while an RPC endpoint is cooling down after a fault (HTTP error, banned key, bad body), 1 once it answers "
+    "again; endpoints that never failed have no series. endpoint = the redacted label",
+    ["chain", "endpoint"],
+    registry=REGISTRY,
+)
 
 
 class MetricsObserver:
@@ -131,3 +138,6 @@ class MetricsObserver:
     def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         SKIPPED_ITEMS.labels(chain, reason).inc()
         _log.warning("item skipped", extra={"fields": {"chain": chain, "reason": reason, "where": where}})
+
+    def endpoint_up(self, chain: str, endpoint: str, up: bool) -> None:
+        RPC_ENDPOINT_UP.labels(chain, endpoint).set(1 if up else 0)

@@ -42,6 +42,9 @@ class RecordingObserver:
     def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         self.skipped[reason] += 1
 
+    def endpoint_up(self, chain: str, endpoint: str, up: bool) -> None:
+        self.endpoints.add(endpoint)
+
 
 def mined(anvil: Anvil, tx_hash: str) -> str:
     """Wait for ``tx_hash``'s receipt: under automine anvil can answer eth_sendTransaction before eth_blockNumber

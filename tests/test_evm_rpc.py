@@ -1,27 +1,54 @@
-"""JsonRpcClient against plain anvil and through the fault proxy: batches, per-entry errors, retries, Retry-After,
-failover and cool-down, batch fallback, and no secret in messages, log records or metric labels."""
+"""JsonRpcClient against plain anvil, through the fault proxy and behind bad endpoints: batches, per-entry errors,
+retries, Retry-After, failover and cool-down for every endpoint fault (HTTP errors with HTML pages, unknown node
+errors, oversized, truncated or invalid bodies, answers the validation rejects), reverts and refused methods as
+answers, batch fallback, and no secret in messages, log records or metric labels."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from typing import Any
 
 import pytest
 
-from chains.base import MalformedResponse, RateLimited, RetryableChainError
+from chains.base import (
+    CallReverted,
+    Chain,
+    ChainError,
+    FatalChainError,
+    MalformedResponse,
+    RateLimited,
+    RetryableChainError,
+)
+from chains.evm.adapter import EvmAdapter
 from chains.evm.logs import LogRangeTooLarge
 from chains.evm.rpc import JsonRpcClient, RpcError, TransientRpcError, classify_rpc_error
+from chains.redact import redact_url
 from indexer.devstack.anvil import Anvil
+from tests.support.badendpoints import (
+    Answer,
+    BadEndpoint,
+    forward,
+    html,
+    invalid_json,
+    json_answer,
+    oversized,
+    rpc_error,
+    rpc_result,
+    truncated,
+)
 from tests.support.faultproxy import FaultProxy, Faults
 
 API_KEY = "sk9f3b2c1d0e8a7f6e5d4c3b2a19"
+REVERTING_CALL = {"data": "0x60006000fd"}  # init code PUSH1 0 PUSH1 0 REVERT, run by eth_call without "to"
+CAP = 256 * 1024
 
 
 class RecordingObserver:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str, float, str]] = []
         self.skipped: list[tuple[str, str]] = []
+        self.endpoints: list[tuple[str, str, bool]] = []
 
     def rpc_request(self, chain: str, endpoint: str, method: str, duration_s: float, outcome: str) -> None:
         self.requests.append((chain, endpoint, method, duration_s, outcome))
@@ -29,8 +56,14 @@ class RecordingObserver:
     def skipped_item(self, chain: str, reason: str, where: str = "") -> None:
         self.skipped.append((chain, reason))
 
+    def endpoint_up(self, chain: str, endpoint: str, up: bool) -> None:
+        self.endpoints.append((chain, endpoint, up))
+
     def outcomes(self) -> list[str]:
         return [r[4] for r in self.requests]
+
+    def outcomes_of(self, url: str) -> list[str]:
+        return [r[4] for r in self.requests if r[1] == redact_url(url)]
 
 
 def fast_client(urls: list[str], observer: RecordingObserver | None = None, **kw: object) -> JsonRpcClient:
@@ -64,13 +97,15 @@ async def test_one_failed_batch_entry_fails_only_that_entry(anvil_bsc: Anvil) ->
             await client.batch(calls)
 
 
-async def test_fatal_errors_are_not_retried(anvil_bsc: Anvil) -> None:
+async def test_a_refused_method_is_asked_once_and_is_retryable(anvil_bsc: Anvil) -> None:
     obs = RecordingObserver()
     async with fast_client([anvil_bsc.url], obs) as client:
         with pytest.raises(RpcError) as info:
             await client.call("eth_noSuchMethod", [])
     assert info.value.code == -32601
-    assert len(obs.requests) == 1
+    assert isinstance(info.value, RetryableChainError) and not isinstance(info.value, FatalChainError)
+    assert len(obs.requests) == 1  # the only endpoint refused it: no retry, no backoff
+    assert obs.endpoints == []  # an endpoint refusing a request is not faulty
 
 
 async def test_transient_faults_are_retried_until_success(anvil_bsc: Anvil) -> None:
@@ -85,19 +120,17 @@ async def test_transient_faults_are_retried_until_success(anvil_bsc: Anvil) -> N
     assert proxy.injected["server_error"] and proxy.injected["rate_limit"] and proxy.injected["truncate"]
 
 
-async def test_retry_after_is_honoured(anvil_bsc: Anvil) -> None:
+async def test_retry_after_is_read(anvil_bsc: Anvil) -> None:
+    """The wait it implies is :meth:`EndpointPool.wait_s`'s (tests/test_transport.py)."""
     obs = RecordingObserver()
     faults = Faults(rate_limit=1.0, retry_after="1")
     async with (
         FaultProxy(anvil_bsc.url, faults) as proxy,
         fast_client([proxy.url], obs, max_attempts=2) as client,
     ):
-        started = time.monotonic()
         with pytest.raises(RateLimited) as info:
             await client.call("eth_chainId", [])
-        elapsed = time.monotonic() - started
     assert info.value.retry_after_s == 1.0
-    assert elapsed >= 0.95
     assert obs.outcomes() == ["rate_limited", "rate_limited"]
 
 
@@ -189,8 +222,13 @@ async def test_client_is_closed_once_and_refuses_use_after_close(anvil_bsc: Anvi
         ({"code": -32000, "message": "header not found"}, TransientRpcError),
         ({"code": -32603, "message": "internal error"}, TransientRpcError),
         ({"code": -32602, "message": "invalid argument 0: json: cannot unmarshal"}, RpcError),
-        ({"code": 3, "message": "execution reverted", "data": "0x08c379a0"}, RpcError),
+        ({"code": 3, "message": "execution reverted", "data": "0x08c379a0"}, CallReverted),
+        ({"code": -32000, "message": "execution reverted"}, CallReverted),
+        ({"code": -32015, "message": "VM execution error.", "data": "Reverted 0x08c379a0"}, CallReverted),
         ({"code": -32601, "message": "the method x does not exist/is not available"}, RpcError),
+        ({"code": -32600, "message": "invalid request"}, RpcError),
+        ({"code": -32099, "message": "an error nobody documented"}, TransientRpcError),
+        ({"message": "no code at all"}, TransientRpcError),
     ],
 )
 def test_json_rpc_errors_are_sorted_into_the_tree(error: dict[str, object], kind: type[Exception]) -> None:
@@ -208,3 +246,183 @@ def test_infura_backoff_seconds_become_retry_after() -> None:
         "x",
     )
     assert isinstance(err, RateLimited) and err.retry_after_s == 2
+
+
+# ---------------------------------------------------------------------------------------------------- bad endpoints
+
+BAD_ANSWERS: dict[str, tuple[Answer, str]] = {
+    "403 html (banned key)": (html(403, "Forbidden"), "http_error"),
+    "401 html": (html(401, "Unauthorized"), "http_error"),
+    "404 html": (html(404, "Not Found"), "http_error"),
+    "500 html": (html(500, "Internal Server Error"), "http_error"),
+    "429 json-rpc body": (rpc_error(-32005, "daily request count exceeded", status=429), "rate_limited"),
+    "unknown json-rpc error": (rpc_error(-32099, "upstream said something odd"), "rpc_error"),
+    "json without result": (json_answer({"jsonrpc": "2.0", "id": 1}), "malformed"),
+    "oversized, announced": (oversized(4 * CAP, announce_length=True), "oversized"),
+    "oversized, chunked": (oversized(4 * CAP, announce_length=False), "oversized"),
+    "truncated": (truncated(), "malformed"),
+    "invalid json": (invalid_json(), "malformed"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_ANSWERS))
+async def test_a_bad_first_endpoint_is_cooled_down_and_the_next_one_answers(anvil_bsc: Anvil, kind: str) -> None:
+    answer, outcome = BAD_ANSWERS[kind]
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(answer) as bad,
+        fast_client([bad.url, anvil_bsc.url], obs, cooldown_s=60, max_response_bytes=CAP) as client,
+    ):
+        assert await client.call("eth_chainId", []) == "0x38"
+        assert await client.batch([("eth_chainId", [])] * 3) == ["0x38"] * 3  # still cooling: straight to anvil
+        assert len(bad.requests) == 1
+    assert obs.outcomes_of(bad.url) == [outcome]
+    assert obs.endpoints == [("bsc", redact_url(bad.url), False)]
+
+
+async def test_a_bad_endpoint_fails_a_batch_over_too(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(html(403)) as bad,
+        fast_client([bad.url, anvil_bsc.url], obs, cooldown_s=60) as client,
+    ):
+        assert await client.batch([("eth_chainId", [])] * 5) == ["0x38"] * 5
+    assert len(bad.requests) == 1 and obs.endpoints == [("bsc", redact_url(bad.url), False)]
+
+
+async def test_every_endpoint_bad_is_retryable_never_fatal() -> None:
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(html(403)) as banned,
+        BadEndpoint(rpc_error(-32099, "odd")) as odd,
+        BadEndpoint(html(404)) as disabled,
+    ):
+        urls = [banned.url, odd.url, disabled.url]
+        async with fast_client(urls, obs, max_attempts=5) as client:
+            with pytest.raises(RetryableChainError) as single:
+                await client.call("eth_chainId", [])
+            results = await client.batch([("eth_chainId", [])] * 2, return_errors=True)
+            with pytest.raises(RetryableChainError):
+                await client.batch([("eth_chainId", [])] * 2)
+        sent = len(banned.requests) + len(odd.requests) + len(disabled.requests)
+    assert not isinstance(single.value, FatalChainError)
+    assert all(isinstance(r, RetryableChainError) and not isinstance(r, FatalChainError) for r in results)
+    assert sent == 5 * 3  # every attempt of the call and of both batches reached an endpoint
+    assert sorted(e for _, e, up in obs.endpoints if not up) == sorted(redact_url(u) for u in urls)
+
+
+async def test_check_chain_id_succeeds_with_a_banned_key_first(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    async with BadEndpoint(html(403, echo_url=True)) as bad:
+        banned = bad.url_with(f"/v3/{API_KEY}")
+        async with EvmAdapter(Chain.BSC, [banned, anvil_bsc.url], 56, observer=obs, timeout_s=2) as adapter:
+            await adapter.check_chain_id()
+    assert obs.endpoints == [("bsc", redact_url(banned), False)]
+
+
+async def test_a_revert_is_an_answer_raised_once_without_failover(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(forward(anvil_bsc.url, keep_path=False)) as first,
+        BadEndpoint(forward(anvil_bsc.url, keep_path=False)) as second,
+        fast_client([first.url, second.url], obs) as client,
+    ):
+        with pytest.raises(CallReverted) as info:
+            await client.call("eth_call", [REVERTING_CALL, "latest"])
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_chainId", []), ("eth_call", [REVERTING_CALL, "latest"]), ("eth_chainId", [])
+        ]
+        results = await client.batch(calls, return_errors=True)
+        with pytest.raises(CallReverted):
+            await client.batch(calls)
+    assert not isinstance(info.value, RetryableChainError | FatalChainError)
+    assert results[0] == results[2] == "0x38" and isinstance(results[1], CallReverted)
+    assert (len(first.requests), len(second.requests)) == (3, 0)  # one request each, never re-sent
+    assert obs.endpoints == [] and obs.outcomes() == ["reverted", "reverted", "reverted"]
+
+
+def _plausible_chain_id(result: Any) -> None:
+    if not isinstance(result, str) or int(result, 16) >= 2**32:
+        raise MalformedResponse(f"chain id {result!r} out of range")
+
+
+async def test_a_result_the_validation_rejects_fails_over(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    absurd = "0x" + "f" * 18  # 2^72 - 1
+    async with (
+        BadEndpoint(rpc_result(absurd)) as liar,
+        fast_client([liar.url, anvil_bsc.url], obs, cooldown_s=60) as client,
+    ):
+        assert await client.call("eth_chainId", []) == absurd  # without validation it is taken as it is
+        got = await client.call("eth_chainId", [], validate=_plausible_chain_id)
+        batch = await client.batch([("eth_chainId", [])] * 3, validate=_plausible_chain_id)
+    assert got == "0x38" and batch == ["0x38"] * 3
+    assert obs.outcomes_of(liar.url) == ["ok", "malformed"]
+    assert obs.endpoints == [("bsc", redact_url(liar.url), False)]
+
+
+async def test_a_validation_that_always_rejects_ends_in_malformed_response(anvil_bsc: Anvil) -> None:
+    def never(result: Any) -> None:
+        raise MalformedResponse("rejected")
+
+    async with fast_client([anvil_bsc.url], max_attempts=3) as client:
+        with pytest.raises(MalformedResponse, match="rejected"):
+            await client.call("eth_chainId", [], validate=never)
+        results = await client.batch([("eth_chainId", [])] * 2, return_errors=True, validate=never)
+    assert all(isinstance(r, MalformedResponse) for r in results)
+
+
+def _no_finalized_tag(entry: dict[str, Any]) -> dict[str, Any] | None:
+    if entry.get("method") == "eth_getBlockByNumber" and (entry.get("params") or [None])[0] == "finalized":
+        return {"code": -32602, "message": "invalid argument 0: unknown block tag finalized"}
+    return None
+
+
+async def test_an_endpoint_lacking_the_finalized_tag_is_passed_over_without_cooldown(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(forward(anvil_bsc.url, _no_finalized_tag, keep_path=False)) as lacking,
+        BadEndpoint(forward(anvil_bsc.url, keep_path=False)) as full,
+        fast_client([lacking.url, full.url], obs, cooldown_s=60) as client,
+    ):
+        block = await client.call("eth_getBlockByNumber", ["finalized", False])
+        blocks = await client.batch([("eth_getBlockByNumber", ["finalized", False])] * 2)
+        assert await client.call("eth_chainId", []) == "0x38"
+    assert isinstance(block, dict) and blocks == [block, block]
+    assert [s.rpc_methods() for s in lacking.requests][-1] == ["eth_chainId"]  # still the preferred endpoint
+    assert len(lacking.requests) == 3 and len(full.requests) == 2
+    assert obs.endpoints == []
+
+
+async def test_finality_fallback_stays_cheap_when_no_endpoint_knows_the_tag(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    async with (
+        BadEndpoint(forward(anvil_bsc.url, _no_finalized_tag, keep_path=False)) as a,
+        BadEndpoint(forward(anvil_bsc.url, _no_finalized_tag, keep_path=False)) as b,
+    ):
+        client = fast_client([a.url, b.url], obs, backoff_base_s=30, backoff_max_s=30)  # a wait would time out
+        async with EvmAdapter(Chain.BSC, [a.url], 56, rpc=client) as adapter:
+            for _ in range(3):
+                assert await asyncio.wait_for(adapter.finalized_number(), 10) is None
+            with pytest.raises(RpcError) as info:
+                await client.call("eth_getBlockByNumber", ["finalized", False])
+    assert info.value.code == -32602 and isinstance(info.value, RetryableChainError)
+    assert (len(a.requests), len(b.requests)) == (4, 4)  # each endpoint asked once per call, nothing more
+    assert obs.endpoints == []
+
+
+async def test_a_banned_key_page_echoing_the_url_leaks_no_secret(
+    anvil_bsc: Anvil, caplog: pytest.LogCaptureFixture
+) -> None:
+    obs = RecordingObserver()
+    caplog.set_level(logging.DEBUG)
+    async with BadEndpoint(html(403, echo_url=True)) as bad:
+        url = bad.url_with(f"/v3/{API_KEY}?apikey={API_KEY}")
+        async with fast_client([url], obs, max_attempts=2) as client:
+            with pytest.raises(ChainError) as info:
+                await client.call("eth_chainId", [])
+        assert all(API_KEY in s.path_qs for s in bad.requests)  # it was sent, and echoed in the page
+    texts = [str(info.value), repr(info.value)] + [r.getMessage() + str(vars(r)) for r in caplog.records]
+    texts += [r[1] for r in obs.requests] + [e for _, e, _ in obs.endpoints]
+    assert all(API_KEY not in t for t in texts)
+    assert "HTTP 403" in str(info.value) and "Forbidden" in str(info.value)  # still says what happened

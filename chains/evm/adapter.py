@@ -58,6 +58,7 @@ from chains.evm.logs import (
 )
 from chains.evm.rpc import Call, JsonRpcClient, RpcError
 from chains.redact import redact_url
+from chains.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _SELECTOR_SYMBOL = "0x95d89b41"
@@ -174,6 +175,7 @@ class EvmAdapter:
         max_attempts: int = 6,
         position_limit: int = DEFAULT_POSITION_LIMIT,
         rpc: JsonRpcClient | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if chain not in _NATIVE_SYMBOLS:
             raise ValueError(f"EvmAdapter serves bsc and polygon, not {chain}")
@@ -191,7 +193,8 @@ class EvmAdapter:
                 "ws(s) URLs are used for new-head subscriptions"
             )
         self.rpc = rpc or JsonRpcClient(
-            http_urls, chain=str(chain), timeout_s=timeout_s, max_attempts=max_attempts, observer=self.observer
+            http_urls, chain=str(chain), timeout_s=timeout_s, max_attempts=max_attempts, observer=self.observer,
+            max_response_bytes=max_response_bytes,
         )
         self.heads: NewHeadsSubscription | None = (
             NewHeadsSubscription(ws_urls, chain=str(chain), observer=self.observer) if ws_urls else None
@@ -492,6 +495,9 @@ class EvmAdapter:
             ],
             return_errors=True,
         )
+        for failed in (symbol_r, decimals_r):
+            if isinstance(failed, RetryableChainError):
+                raise failed  # the endpoints failed, not the token: retried later, never fatal
         if isinstance(decimals_r, ChainError) or not isinstance(decimals_r, str) or len(decimals_r) < 66:
             why = "it reverted" if isinstance(decimals_r, ChainError) else "it returned no data"
             raise FatalChainError(

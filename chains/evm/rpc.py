@@ -1,79 +1,84 @@
-"""A small async JSON-RPC client for EVM nodes: one aiohttp session, orjson, batches, failover and retries.
+"""A small async JSON-RPC client for EVM nodes: orjson, batches, over the shared transport (:mod:`chains.transport`:
+failover, cooldown, retries, response size cap, secret scrubbing).
 
 Why not web3.py here: its result formatters cost tens of microseconds per log and its batch path neither retries
 nor tolerates one failed entry (see ``docs``/reference ``design.md``). This client returns plain decoded JSON;
 callers slice hex strings themselves.
 
-Errors (all from :mod:`chains.base`, translated here with ``raise ... from exc``)::
+Errors (from :mod:`chains.base` and :mod:`chains.transport`, translated here with ``raise ... from exc``)::
 
-    RetryableChainError         timeout, connection refused/reset, HTTP 5xx/408, transient node errors
-    ├── RateLimited             HTTP 429 (Retry-After honoured), JSON-RPC rate-limit errors
-    ├── RangeTooLarge           eth_getLogs range/result/filter limits (see chains.evm.logs); NOT retried here:
-    │                           the caller has to change the request
-    └── MalformedResponse       truncated or invalid JSON, a reply without result/error, missing batch entries
-    FatalChainError
-    └── RpcError                any other JSON-RPC error (method not found, invalid params, execution reverted)
-                                and HTTP 4xx other than 408/429
+    RetryableChainError           after the attempts are exhausted: the core backs off and retries
+    ├── (transport)               timeouts, connection errors, any HTTP error status with any body, oversized or
+    │                             truncated bodies, invalid JSON: faults of the endpoint, which is cooled down
+    ├── RateLimited               HTTP 429 (Retry-After honoured), JSON-RPC rate-limit errors
+    ├── TransientRpcError         any JSON-RPC error not known to be about the request (header not found, internal
+    │                             error, texts nobody documented): a fault of the endpoint
+    ├── MalformedResponse         a reply without result/error, missing batch entries, a result ``validate``
+    │                             rejected: a fault of the endpoint
+    ├── RangeTooLarge             eth_getLogs range/result/filter limits (see chains.evm.logs); NOT retried here:
+    │                             the caller has to change the request
+    └── RequestRefused
+        └── RpcError              method not found, invalid params, invalid request (-32601/-32602/-32600): one
+                                  provider may lack a method or the ``finalized`` tag, so every other endpoint is
+                                  asked once (no cooldown, no backoff) and RpcError is raised when all refused
+    CallReverted                  an eth_call that reverted (code 3, "execution reverted"): an answer, not a fault;
+                                  raised at once, never retried
 
-Retries: tenacity, up to ``max_attempts`` per request, only on ``RetryableChainError`` minus ``RangeTooLarge``.
-Failover: endpoints are tried in configured order; an endpoint that failed is cooled down for ``cooldown_s`` and
-the next one is used; once the cooldown is over the first endpoint is preferred again. While another endpoint is
-available a retry goes out at once; when all are cooling down the retry waits (full-jitter exponential backoff,
-or the server's Retry-After).
+Batches: entries are retried one by one as above (only the entries that need it are re-sent); an endpoint that
+answers a batch with something other than a list gets single calls from then on.
 
 Secrets: an endpoint is only ever named by :func:`chains.redact.redact_url` (its label); texts that come from
-aiohttp are scrubbed of the URL, its path and its query before they reach a message.
+aiohttp or a response body are scrubbed of every URL, its path and its query before they reach a message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import itertools
 import logging
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
-import aiohttp
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from chains.base import (
+    CallReverted,
     ChainError,
-    FatalChainError,
     MalformedResponse,
-    NullObserver,
     RangeTooLarge,
     RateLimited,
     RetryableChainError,
     RpcObserver,
 )
 from chains.evm.logs import classify_range_error
-from chains.redact import redact_url, scrub, scrub_urls
 from chains.transport import (
-    ConnectionFailed,
-    HttpStatusError,
-    TransientHttpStatus,
-    TransportTimeout,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    RATE_LIMIT_RE,
+    Endpoint,
+    EndpointPool,
+    HttpReply,
+    HttpTransport,
+    RequestRefused,
+    RetryPolicy,
+    decode_json,
+    http_fault,
     outcome_of,
 )
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 Call = tuple[str, Sequence[Any]]
 """``(method, params)`` of one JSON-RPC call."""
 
+Validate = Callable[[Any], None]
+"""Called with a call's ``result``; raises ``MalformedResponse`` when the value cannot be right (the endpoint is then
+treated as faulty: cooled down, the call asked elsewhere)."""
 
-class RpcError(FatalChainError):
-    """A JSON-RPC error object the node answered with, that retrying will not fix."""
+
+class RpcError(RequestRefused):
+    """A JSON-RPC error refusing the request as such (method not found, invalid params) that every endpoint gave."""
 
     def __init__(
         self, message: str, *, code: int | None = None, rpc_message: str = "", data: Any = None
@@ -85,7 +90,8 @@ class RpcError(FatalChainError):
 
 
 class TransientRpcError(RetryableChainError):
-    """A JSON-RPC error a load-balanced or syncing node gives now and then (header not found, internal error)."""
+    """A JSON-RPC error taken as a fault of the endpoint: the ones a load-balanced or syncing node gives now and
+    then (header not found, internal error), and any other not known to be about the request."""
 
     def __init__(self, message: str, *, code: int | None = None, rpc_message: str = "") -> None:
         super().__init__(message)
@@ -97,33 +103,8 @@ class _BatchRejected(Exception):
     """The endpoint answered a batch with something other than a list: send the entries one by one."""
 
 
-_RATE_LIMIT_RE = re.compile(
-    r"rate.?limit|rate exceeded|too many requests|request limit|exceeded .*(capacity|quota|credits)|daily limit|"
-    r"frequency limit|throughput|compute units",
-    re.IGNORECASE,
-)
-_TRANSIENT_RE = re.compile(
-    r"header not found|unknown block|missing trie node|timeout|timed out|try again|temporar|"
-    r"busy|unavailable|overloaded|internal error|upstream",
-    re.IGNORECASE,
-)
-_RPC_TRANSIENT_CODES = {-32603}  # internal error
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """``Retry-After``: delta seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+_REFUSAL_CODES = {-32600, -32601, -32602}  # invalid request, method not found, invalid params
+_REVERT_RE = re.compile(r"execution reverted|\brevert(ed)?\b", re.IGNORECASE)
 
 
 def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
@@ -131,7 +112,7 @@ def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
     if not isinstance(error, dict):
         return MalformedResponse(f"{method} via {label}: error member is not an object")
     code = error.get("code")
-    code = code if isinstance(code, int) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
     message = str(error.get("message", ""))[:500]
     data = error.get("data")
     shown = f"{method} via {label}: JSON-RPC error {code}: {message}"
@@ -139,7 +120,9 @@ def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
         too_large = classify_range_error(code, message, data)
         if too_large is not None:
             return too_large
-    if code == 429 or _RATE_LIMIT_RE.search(message) or (code == -32005 and "limit" in message.lower()):
+    if code == 3 or _REVERT_RE.search(message) or (isinstance(data, str) and _REVERT_RE.match(data)):
+        return CallReverted(shown, data=data)
+    if code == 429 or RATE_LIMIT_RE.search(message) or (code == -32005 and "limit" in message.lower()):
         retry_after = None
         if isinstance(data, dict):
             rate = data.get("rate")
@@ -147,41 +130,19 @@ def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
             if isinstance(backoff, int | float):
                 retry_after = float(backoff)
         return RateLimited(shown, retry_after)
-    if code in _RPC_TRANSIENT_CODES or (
-        code not in (-32601, -32602, -32600, 3) and _TRANSIENT_RE.search(message)
-    ):
-        return TransientRpcError(shown, code=code, rpc_message=message)
-    return RpcError(shown, code=code, rpc_message=message, data=data)
-
-
-
-
-
-
-
-
-
-
-
-
-@dataclass
-class _Endpoint:
-    url: str
-    label: str
-    secrets: list[str]
-    cooldown_until: float = 0.0
-    batches_ok: bool = True
-
-
-def _secrets_of(url: str) -> list[str]:
-    parts = urlsplit(url)
-    secrets = [url, parts.path if parts.path not in ("", "/") else "", parts.query, parts.password or ""]
-    secrets += [seg for seg in parts.path.split("/") if len(seg) >= 8]
-    secrets += [kv.partition("=")[2] for kv in parts.query.split("&") if len(kv.partition("=")[2]) >= 4]
-    return [s for s in secrets if s]
+    if code in _REFUSAL_CODES:
+        return RpcError(shown, code=code, rpc_message=message, data=data)
+    return TransientRpcError(shown, code=code, rpc_message=message)
 
 
 _MISSING: Any = object()
+
+
+def _settled(result: Any) -> bool:
+    """An entry needs no further attempt: a value, or an error that is an answer about the request."""
+    return result is not _MISSING and (
+        not isinstance(result, RetryableChainError) or isinstance(result, RangeTooLarge)
+    )
 
 
 class JsonRpcClient:
@@ -196,35 +157,28 @@ class JsonRpcClient:
         max_attempts: int = 6,
         observer: RpcObserver | None = None,
         cooldown_s: float = 10.0,
-        backoff_base_s: float = 0.05,
+        backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
         max_retry_after_s: float = 60.0,
         max_batch: int = 100,
         max_concurrency: int = 16,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        if not urls:
-            raise ValueError(f"{chain}: no RPC URL configured")
         self.chain = chain
-        self.timeout_s = timeout_s
         self.max_attempts = max_attempts
-        self.observer: RpcObserver = observer or NullObserver()
-        self.cooldown_s = cooldown_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.max_retry_after_s = max_retry_after_s
         self.max_batch = max_batch
-        self._endpoints = [_Endpoint(u, redact_url(u), _secrets_of(u)) for u in urls]
+        policy = RetryPolicy(max_attempts, cooldown_s, backoff_base_s, backoff_max_s, max_retry_after_s)
+        self._pool = EndpointPool(urls, chain=chain, observer=observer, policy=policy)
+        self._http = HttpTransport(self._pool, timeout_s=timeout_s, max_response_bytes=max_response_bytes)
+        self.observer = self._pool.observer
         self._ids = itertools.count(1)
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
         self._limit = asyncio.Semaphore(max_concurrency)
-        self._rng = random.Random()
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
     @property
     def endpoint_labels(self) -> list[str]:
-        return [e.label for e in self._endpoints]
+        return self._pool.labels
 
     async def __aenter__(self) -> JsonRpcClient:
         return self
@@ -235,35 +189,27 @@ class JsonRpcClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session. Safe to call twice."""
-        self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError(f"{self.chain}: JSON-RPC client used after aclose()")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=64),
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            )
-        return self._session
+        """Close the session. Safe to call twice; the client refuses calls afterwards."""
+        await self._http.aclose()
 
     # ------------------------------------------------------------------------------------------- public API
 
-    async def call(self, method: str, params: Sequence[Any]) -> Any:
-        """One call; returns its ``result`` (which may be ``None``)."""
-        async for attempt in self._retrying():
-            with attempt:
-                endpoint = self._pick()
-                return await self._call_once(endpoint, method, params)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def call(self, method: str, params: Sequence[Any], *, validate: Validate | None = None) -> Any:
+        """One call; returns its ``result`` (which may be ``None``), after ``validate`` accepted it."""
 
-    async def batch(self, calls: Sequence[Call], *, return_errors: bool = False) -> list[Any]:
-        """Results of ``calls`` in order, sent as JSON-RPC batches of at most ``max_batch`` entries.
+        async def attempt(endpoint: Endpoint) -> Any:
+            payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+            return await self._exchange(
+                endpoint, method, payload, lambda reply: (self._single_result(endpoint, method, reply, validate), "ok")
+            )
+
+        return await self._pool.run(attempt, what=method)
+
+    async def batch(
+        self, calls: Sequence[Call], *, return_errors: bool = False, validate: Validate | None = None
+    ) -> list[Any]:
+        """Results of ``calls`` in order, sent as JSON-RPC batches of at most ``max_batch`` entries; ``validate``
+        is applied to each entry's result.
 
         Entries that fail with a retryable error are retried (only they are re-sent). An entry that fails for good
         raises its error, unless ``return_errors``: then its place in the list holds the ``ChainError``.
@@ -272,189 +218,138 @@ class JsonRpcClient:
         chunks = [
             list(range(i, min(i + self.max_batch, len(calls)))) for i in range(0, len(calls), self.max_batch)
         ]
-        await asyncio.gather(*(self._batch_chunk(calls, idxs, results) for idxs in chunks))
+        await asyncio.gather(*(self._batch_chunk(calls, idxs, results, validate) for idxs in chunks))
         if not return_errors:
             for r in results:
                 if isinstance(r, ChainError):
                     raise r
         return results
 
-    # ------------------------------------------------------------------------------------------- retries
-
-    def _retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, RetryableChainError) and not isinstance(exc, RangeTooLarge)
-
-    def _wait_s(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        now = time.monotonic()
-        if any(e.cooldown_until <= now for e in self._endpoints):
-            return 0.0  # fail over at once
-        if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, self.max_retry_after_s)
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (state.attempt_number - 1))
-        return self._rng.uniform(cap / 2, cap)
-
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait_s,
-            retry=retry_if_exception(self._retryable),
-            reraise=True,
-        )
-
-    def _pick(self) -> _Endpoint:
-        now = time.monotonic()
-        for endpoint in self._endpoints:
-            if endpoint.cooldown_until <= now:
-                return endpoint
-        return min(self._endpoints, key=lambda e: e.cooldown_until)
-
-    def _failed(self, endpoint: _Endpoint, method: str, exc: ChainError) -> None:
-        if not self._retryable(exc):
-            return
-        cooldown = self.cooldown_s
-        if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
-            cooldown = max(min(exc.retry_after_s, self.max_retry_after_s), 0.0)
-        endpoint.cooldown_until = time.monotonic() + cooldown
-        log.warning(
-            "rpc request failed, endpoint cooling down",
-            extra={"fields": {
-                "chain": self.chain,
-                "endpoint": endpoint.label,
-                "method": method,
-                "outcome": outcome_of(exc),
-            }},
-        )
-
-    # ------------------------------------------------------------------------------------------- transport
+    # ------------------------------------------------------------------------------------------- exchanges
 
     async def _exchange(
-        self, endpoint: _Endpoint, method: str, payload: Any, interpret: Callable[[Any], tuple[T, str]]
-    ) -> T:
-        """POST ``payload`` and ``interpret`` the decoded reply (value and outcome label); reports the request,
-        JSON-RPC level outcome included, to the observer."""
-        body = orjson.dumps(payload)
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            async with self._limit:
-                reply = await self._post_raw(endpoint, method, body)
-            value, outcome = interpret(reply)
-            return value
-        except ChainError as exc:
-            outcome = outcome_of(exc)
-            raise
-        except _BatchRejected:
-            outcome = "rpc_error"
-            raise
-        finally:
-            self.observer.rpc_request(
-                self.chain, endpoint.label, method, time.perf_counter() - started, outcome
-            )
+        self, endpoint: Endpoint, method: str, payload: Any, interpret: Callable[[HttpReply], tuple[Any, str]]
+    ) -> Any:
+        async with self._limit:
+            return await self._http.exchange(endpoint, endpoint.url, orjson.dumps(payload), method, interpret)
 
-    async def _post_raw(self, endpoint: _Endpoint, method: str, body: bytes) -> Any:
-        where = f"{method} via {endpoint.label}"
-        session = self._get_session()
-        try:
-            async with session.post(endpoint.url, data=body) as resp:
-                status = resp.status
-                retry_after = _retry_after_s(resp.headers.get("Retry-After"))
-                raw = await resp.read()
-        except TimeoutError as exc:
-            raise TransportTimeout(f"{where}: no answer within {self.timeout_s} s") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise MalformedResponse(f"{where}: truncated body ({self._clean(endpoint, exc)})") from exc
-        except aiohttp.ClientConnectionError as exc:
-            raise ConnectionFailed(f"{where}: connection failed ({self._clean(endpoint, exc)})") from exc
-        except aiohttp.ClientError as exc:
-            raise ConnectionFailed(f"{where}: HTTP client error ({self._clean(endpoint, exc)})") from exc
-        if status == 429 or (status == 503 and retry_after is not None):
-            raise RateLimited(f"{where}: HTTP {status} (rate limited)", retry_after)
-        if status >= 500 or status == 408:
-            raise TransientHttpStatus(f"{where}: HTTP {status}")
-        if status >= 400 and not raw.lstrip().startswith((b"{", b"[")):
-            text = raw[:200].decode(errors="replace")
-            if _RATE_LIMIT_RE.search(text):
-                raise RateLimited(f"{where}: HTTP {status} (rate limited)", retry_after)
-            raise HttpStatusError(
-                f"{where}: HTTP {status}: {scrub(scrub_urls(text), endpoint.secrets)}", status
-            )
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedResponse(f"{where}: invalid JSON ({len(raw)} bytes, HTTP {status})") from exc
+    def _decode(self, endpoint: Endpoint, what: str, reply: HttpReply) -> Any:
+        """The decoded JSON of a 2xx reply, or of an error status carrying a JSON-RPC error object (which says more
+        than the status); any other error status raises its HTTP fault."""
+        where = f"{what} via {endpoint.label}"
+        fault = http_fault(reply, where, self._pool.secrets)
+        if fault is None:
+            return decode_json(reply, where, self._pool.secrets)
+        if reply.status != 429 and reply.raw.lstrip()[:1] == b"{":
+            try:
+                value = orjson.loads(reply.raw)
+            except orjson.JSONDecodeError:
+                value = None
+            if isinstance(value, dict) and isinstance(value.get("error"), dict):
+                return value
+        raise fault
 
-    def _clean(self, endpoint: _Endpoint, exc: BaseException) -> str:
-        return scrub(scrub_urls(f"{type(exc).__name__}: {exc}"), endpoint.secrets)[:300]
+    def _single_result(self, endpoint: Endpoint, method: str, reply: HttpReply, validate: Validate | None) -> Any:
+        value = self._decode(endpoint, method, reply)
+        result = self._result_of(endpoint, method, value, reply.retry_after_s)
+        if validate is not None:
+            validate(result)
+        return result
 
-    async def _call_once(self, endpoint: _Endpoint, method: str, params: Sequence[Any]) -> Any:
-        req_id = next(self._ids)
-        payload = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
-        try:
-            return await self._exchange(
-                endpoint, method, payload, lambda r: (self._result_of(endpoint, method, r), "ok")
-            )
-        except ChainError as exc:
-            self._failed(endpoint, method, exc)
-            raise
-
-    def _result_of(self, endpoint: _Endpoint, method: str, reply: Any) -> Any:
+    def _result_of(self, endpoint: Endpoint, method: str, reply: Any, retry_after: float | None = None) -> Any:
         if not isinstance(reply, dict):
             raise MalformedResponse(f"{method} via {endpoint.label}: reply is not a JSON object")
-        if "error" in reply and reply["error"] is not None:
-            raise classify_rpc_error(method, reply["error"], endpoint.label)
+        if reply.get("error") is not None:
+            error = classify_rpc_error(method, reply["error"], endpoint.label)
+            if isinstance(error, RateLimited) and error.retry_after_s is None:
+                error.retry_after_s = retry_after
+            raise error
         if "result" not in reply:
             raise MalformedResponse(f"{method} via {endpoint.label}: reply has neither result nor error")
         return reply["result"]
 
     # ------------------------------------------------------------------------------------------- batches
 
-    async def _batch_chunk(self, calls: Sequence[Call], idxs: list[int], results: list[Any]) -> None:
-        async for attempt in self._retrying():
-            with attempt:
-                pending = [i for i in idxs if results[i] is _MISSING or self._retryable(results[i])]
-                for i in pending:
-                    results[i] = _MISSING
-                endpoint = self._pick()
-                if len(pending) == 1:
-                    await self._single_into(endpoint, calls, pending[0], results)
-                elif endpoint.batches_ok:
-                    try:
-                        await self._batch_once(endpoint, calls, pending, results)
-                    except _BatchRejected:
-                        endpoint.batches_ok = False
-                        log.warning(
-                            "rpc endpoint refuses batches, sending single calls",
-                            extra={"fields": {"chain": self.chain, "endpoint": endpoint.label}},
-                        )
-                        await self._singles(endpoint, calls, pending, results)
-                else:
-                    await self._singles(endpoint, calls, pending, results)
-                retry = [results[i] for i in pending if self._retryable(results[i])]
-                if retry:
-                    self._failed(endpoint, "batch", retry[0])
-                    raise retry[0]
-
-    async def _single_into(
-        self, endpoint: _Endpoint, calls: Sequence[Call], i: int, results: list[Any]
+    async def _batch_chunk(
+        self, calls: Sequence[Call], idxs: list[int], results: list[Any], validate: Validate | None
     ) -> None:
-        method, params = calls[i]
-        req_id = next(self._ids)
-        payload = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
+        """Settle the entries ``idxs``. Each attempt sends the entries still open, except those the chosen endpoint
+        already refused; an entry every endpoint refused is settled with its ``RpcError``."""
+        refused_by: dict[int, set[int]] = {i: set() for i in idxs}
+        everyone = len(self._pool.endpoints)
+        methods = {calls[i][0] for i in idxs}
+        what = f"batch:{next(iter(methods))}" if len(methods) == 1 else "batch"
+
+        def open_entries() -> list[int]:
+            return [
+                i for i in idxs
+                if not _settled(results[i])
+                and not (isinstance(results[i], RequestRefused) and len(refused_by[i]) == everyone)
+            ]
+
+        async def attempt(endpoint: Endpoint) -> None:
+            send = [i for i in open_entries() if endpoint.index not in refused_by[i]]
+            if send:
+                for i in send:
+                    results[i] = _MISSING
+                await self._send(endpoint, calls, send, results, validate)
+                for i in send:
+                    if isinstance(results[i], RequestRefused):
+                        refused_by[i].add(endpoint.index)
+            still_open = open_entries()
+            if not still_open:
+                return
+            faults = [results[i] for i in send if i in still_open and not isinstance(results[i], RequestRefused)]
+            if faults:
+                raise faults[0]  # the endpoint is cooled down; the open entries go elsewhere
+            # no fault: this endpoint refused every entry still open, so it is not asked again for them
+            refusals = [results[i] for i in still_open if isinstance(results[i], RequestRefused)]
+            raise refusals[0] if refusals else RequestRefused(f"{what} via {endpoint.label}: refused")
+
         try:
-            results[i] = await self._exchange(
-                endpoint, method, payload, lambda r: (self._result_of(endpoint, method, r), "ok")
+            await self._pool.run(attempt, what=what, max_attempts=self.max_attempts)
+        except ChainError:
+            pass  # each open entry holds its last error
+        for i in idxs:
+            if results[i] is _MISSING:  # pragma: no cover - every entry is sent on the first attempt
+                results[i] = MalformedResponse(f"{calls[i][0]}: no attempt reached an endpoint")
+
+    async def _send(
+        self, endpoint: Endpoint, calls: Sequence[Call], idxs: list[int], results: list[Any], validate: Validate | None
+    ) -> None:
+        """Send entries ``idxs`` to ``endpoint`` (one batch, or single calls where batches are refused); each entry's
+        result or ``ChainError`` lands in ``results``."""
+        if len(idxs) == 1 or endpoint.notes.get("no_batches"):
+            await self._singles(endpoint, calls, idxs, results, validate)
+            return
+        try:
+            await self._batch_once(endpoint, calls, idxs, results, validate)
+        except _BatchRejected:
+            endpoint.notes["no_batches"] = True
+            log.warning(
+                "rpc endpoint refuses batches, sending single calls",
+                extra={"fields": {"chain": self.chain, "endpoint": endpoint.label}},
             )
-        except ChainError as exc:
-            results[i] = exc
+            await self._singles(endpoint, calls, idxs, results, validate)
 
     async def _singles(
-        self, endpoint: _Endpoint, calls: Sequence[Call], idxs: list[int], results: list[Any]
+        self, endpoint: Endpoint, calls: Sequence[Call], idxs: list[int], results: list[Any], validate: Validate | None
     ) -> None:
-        await asyncio.gather(*(self._single_into(endpoint, calls, i, results) for i in idxs))
+        async def single(i: int) -> None:
+            method, params = calls[i]
+            payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+            try:
+                results[i] = await self._exchange(
+                    endpoint, method, payload,
+                    lambda reply: (self._single_result(endpoint, method, reply, validate), "ok"),
+                )
+            except ChainError as exc:
+                results[i] = exc
+
+        await asyncio.gather(*(single(i) for i in idxs))
 
     async def _batch_once(
-        self, endpoint: _Endpoint, calls: Sequence[Call], idxs: list[int], results: list[Any]
+        self, endpoint: Endpoint, calls: Sequence[Call], idxs: list[int], results: list[Any], validate: Validate | None
     ) -> None:
         by_id: dict[int, int] = {}
         payload = []
@@ -466,11 +361,14 @@ class JsonRpcClient:
         methods = {calls[i][0] for i in idxs}
         label = f"batch:{next(iter(methods))}" if len(methods) == 1 else "batch"
 
-        def interpret(reply: Any) -> tuple[None, str]:
-            if not isinstance(reply, list):
+        def interpret(reply: HttpReply) -> tuple[None, str]:
+            if reply.status in (400, 405, 413, 415):
+                raise _BatchRejected()
+            value = self._decode(endpoint, label, reply)
+            if not isinstance(value, list):
                 raise _BatchRejected()
             first_error: ChainError | None = None
-            for entry in reply:
+            for entry in value:
                 if not isinstance(entry, dict):
                     continue
                 entry_id = entry.get("id")
@@ -478,24 +376,22 @@ class JsonRpcClient:
                 if i < 0:
                     continue
                 try:
-                    results[i] = self._result_of(endpoint, calls[i][0], entry)
+                    results[i] = self._result_of(endpoint, calls[i][0], entry, reply.retry_after_s)
+                    if validate is not None:
+                        validate(results[i])
                 except ChainError as exc:
                     results[i] = exc
                     first_error = first_error or exc
             for i in by_id.values():
-                results[i] = MalformedResponse(
-                    f"{calls[i][0]} via {endpoint.label}: batch reply lacks this entry"
-                )
+                results[i] = MalformedResponse(f"{calls[i][0]} via {endpoint.label}: batch reply lacks this entry")
                 first_error = first_error or results[i]
             return None, outcome_of(first_error) if first_error is not None else "ok"
 
         try:
             await self._exchange(endpoint, label, payload, interpret)
-        except HttpStatusError as exc:
-            if exc.status in (400, 405, 413, 415):
-                raise _BatchRejected() from exc
-            for i in idxs:
-                results[i] = exc
+        except _BatchRejected:
+            raise
         except ChainError as exc:
             for i in idxs:
                 results[i] = exc
+

@@ -50,6 +50,7 @@ from chains.base import (
     NATIVE_LOG_INDEX,
     BlockNotAvailable,
     BlockRef,
+    CallReverted,
     Chain,
     ChainError,
     ChainIdMismatch,
@@ -61,6 +62,7 @@ from chains.base import (
     Transfer,
     TxReceipt,
 )
+from chains.transport import DEFAULT_MAX_RESPONSE_BYTES
 from chains.tron.address import decode_base58, to_base58, to_hex20, to_hex41, to_word
 from chains.tron.client import TronHttpClient
 
@@ -77,8 +79,9 @@ _NODE_BLOCK_RE = re.compile(r"Num:(\d+)")
 T = TypeVar("T")
 
 
-class TronCallFailed(FatalChainError):
-    """A constant contract call failed (not a contract, not a TRC20, reverted)."""
+class TronCallFailed(CallReverted):
+    """A constant contract call failed (not a contract, not a TRC20, reverted): the node's answer about the call,
+    not a fault of the node; not retried."""
 
 
 def _int(value: Any, what: str, default: int | None = None) -> int:
@@ -154,6 +157,7 @@ class TronAdapter:
         cooldown_s: float = 10.0,
         backoff_base_s: float = 0.25,
         backoff_cap_s: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if isinstance(chain_id, str) and not _HEX64.match(chain_id):
             raise ValueError(
@@ -170,6 +174,7 @@ class TronAdapter:
             backoff_base_s=backoff_base_s,
             backoff_cap_s=backoff_cap_s,
             max_connections=max(concurrency, 1) * 2,
+            max_response_bytes=max_response_bytes,
         )
         self._chain_id = chain_id or None  # 0 (the settings' default for Tron) means "not configured"
         self._semaphore = asyncio.Semaphore(max(concurrency, 1))
@@ -535,14 +540,17 @@ class TronAdapter:
 
     async def token_info(self, token_address: str) -> TokenInfo:
         token = self.normalise_address(token_address)
-        symbol_hex, decimals_hex = await asyncio.gather(
-            self._constant_call(token, "symbol()"), self._constant_call(token, "decimals()")
-        )
+        try:
+            symbol_hex, decimals_hex = await asyncio.gather(
+                self._constant_call(token, "symbol()"), self._constant_call(token, "decimals()")
+            )
+        except CallReverted as exc:
+            raise FatalChainError(f"tron: token {token} is not a TRC20 contract on this chain: {exc}") from exc
         if len(decimals_hex) != 64:
-            raise TronCallFailed(f"decimals() on {token}: not a uint")
+            raise FatalChainError(f"decimals() on {token}: not a uint")
         decimals = int(decimals_hex, 16)
         if decimals > 77:
-            raise TronCallFailed(f"decimals() on {token}: {decimals} is not a plausible value")
+            raise FatalChainError(f"decimals() on {token}: {decimals} is not a plausible value")
         return TokenInfo(address=token, symbol=_decode_abi_string(symbol_hex), decimals=decimals)
 
     async def balances(self, addresses: list[str], tokens: list[str]) -> dict[tuple[str, str | None], int]:
@@ -550,9 +558,13 @@ class TronAdapter:
             account = await self._call("/wallet/getaccount", {"address": to_hex41(address)})
             return _int(account.get("balance"), "balance", 0)
 
-        async def token_balance(pair: tuple[str, str]) -> int:
+        async def token_balance(pair: tuple[str, str]) -> int | None:
             address, token = pair
-            result = await self._constant_call(token, "balanceOf(address)", to_word(address))
+            try:
+                result = await self._constant_call(token, "balanceOf(address)", to_word(address))
+            except CallReverted:
+                self._skip("balance_unavailable", f"{token} balanceOf({address})")
+                return None
             return int(result[:64], 16) if len(result) >= 64 else 0
 
         pairs = [(a, t) for a in addresses for t in tokens]
@@ -562,5 +574,5 @@ class TronAdapter:
         out: dict[tuple[str, str | None], int] = {
             (a, None): v for a, v in zip(addresses, natives, strict=True)
         }
-        out.update({(a, t): v for (a, t), v in zip(pairs, token_values, strict=True)})
+        out.update({(a, t): v for (a, t), v in zip(pairs, token_values, strict=True) if v is not None})
         return out
