@@ -112,6 +112,25 @@ async def test_transfer_between_two_known_users_stores_both_sides(conn: asyncpg.
     assert [(r["wallet_id"], r["log_index"]) for r in rows] == [(wa, 3), (wb, 3)]
 
 
+async def test_deleting_a_wallet_turns_the_other_side_of_its_p2p_transfers_into_deposits_and_withdrawals(
+    conn: asyncpg.Connection,
+) -> None:
+    """The reverse of a wallet joining: the rows say what the current wallets imply, whatever the order."""
+    alice, bob = await add_user(conn, "alice@example.com"), await add_user(conn, "bob@example.com")
+    wa = await add_wallet(conn, alice, "bsc", EVM_1)
+    wb = await add_wallet(conn, bob, "bsc", EVM_2)
+    a, b = EVM_1.lower(), EVM_2.lower()
+    for user, wallet in ((alice, wa), (bob, wb)):  # alice -> bob (log 3), bob -> alice (log 4)
+        await conn.execute(TRANSFER_SQL, user, wallet, TX_A, "bsc", a, b, Decimal(5), 5 * 10**18, USDT,
+                           "p2p_transfer", 3, BLOCK_HASH)
+        await conn.execute(TRANSFER_SQL, user, wallet, TX_A, "bsc", b, a, Decimal(1), 10**18, USDT,
+                           "p2p_transfer", 4, BLOCK_HASH)
+    await conn.execute("DELETE FROM wallets WHERE id = $1", wa)
+    rows = await conn.fetch("SELECT wallet_id, log_index, tx_type FROM transactions ORDER BY log_index")
+    assert [(r["wallet_id"], r["log_index"], r["tx_type"]) for r in rows] == [(wb, 3, "deposit"),
+                                                                             (wb, 4, "withdrawal")]
+
+
 async def test_transaction_with_several_transfer_logs_stores_each(conn: asyncpg.Connection) -> None:
     alice = await add_user(conn, "alice@example.com")
     wa = await add_wallet(conn, alice, "bsc", EVM_1)
