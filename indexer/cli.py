@@ -1,6 +1,6 @@
 """``citadel-indexer`` (also ``python -m indexer``).
 
-    citadel-indexer [--config PATH] migrate [--status]
+    citadel-indexer [--config PATH] migrate [--status] [--lock-timeout-s N]
     citadel-indexer [--config PATH] run
     citadel-indexer [--config PATH] backfill --chain CHAIN --from-block N --to-block M
     citadel-indexer demo                       the embedded local stack (PostgreSQL, anvil, Tron simulator)
@@ -15,6 +15,8 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+
+from pydantic import SecretStr
 
 from chains.base import Chain, ChainError
 from indexer.config import ConfigError, Settings, load_settings
@@ -31,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="apply the database migrations")
     migrate.add_argument("--status", action="store_true", help="list migrations and whether they are applied")
+    migrate.add_argument("--lock-timeout-s", type=_lock_timeout, default=None, metavar="N",
+                         help="give up a migration that waits more than N s for a table lock, so it never queues "
+                              "live traffic behind it (default 5; 0 waits as long as it takes)")
     sub.add_parser("run", help="run the indexer daemon")
     backfill = sub.add_parser("backfill", help="re-index a range of final blocks for every active wallet")
     backfill.add_argument("--chain", required=True, choices=[c.value for c in Chain])
@@ -39,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start an embedded local stack and index it live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     return parser
+
+
+def _lock_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    if not 0 <= seconds <= 86_400:
+        raise argparse.ArgumentTypeError("expected 0 to 86400 seconds")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +79,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.command == "migrate":
-            return await _migrate(database_url(settings), args.status)
+            return await _migrate(database_url(settings), args.status, args.lock_timeout_s,
+                                  settings.indexer_db_password)
         if args.command == "run":
             from indexer.app import Daemon
 
@@ -80,9 +96,21 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.command)
 
 
-async def _migrate(dsn: str, status_only: bool) -> int:
-    from indexer.store.migrate import MigrationError, apply_migrations, migration_status
+async def _migrate(dsn: str, status_only: bool, lock_timeout_s: float | None, password: SecretStr | None) -> int:
+    from indexer.logs import register_secret
+    from indexer.store.migrate import (
+        DEFAULT_LOCK_TIMEOUT_S,
+        MigrationError,
+        apply_migrations,
+        migration_status,
+    )
 
+    indexer_password = password.get_secret_value() if password is not None else None
+    if indexer_password is not None and not indexer_password:
+        print("citadel-indexer: configuration error: CITADEL_INDEXER_DB_PASSWORD: empty (unset it to leave "
+              "the citadel_indexer role as it is)", file=sys.stderr)
+        return EXIT_CONFIG
+    register_secret(indexer_password)
     try:
         if status_only:
             for s in await migration_status(dsn):
@@ -90,7 +118,11 @@ async def _migrate(dsn: str, status_only: bool) -> int:
                 flag = "" if s.checksum_ok else "  EDITED SINCE APPLIED"
                 print(f"{s.version}  {s.name:<40} {state}{flag}")
             return EXIT_OK
-        await apply_migrations(dsn)
+        await apply_migrations(
+            dsn,
+            lock_timeout_s=DEFAULT_LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s,
+            indexer_password=indexer_password,
+        )
     except MigrationError as exc:
         print(f"citadel-indexer: migrate: {exc}", file=sys.stderr)
         return EXIT_FAILURE

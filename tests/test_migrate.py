@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
@@ -182,3 +185,82 @@ async def test_failing_sql_names_the_file_and_hides_the_password(
         assert await conn.fetchval("SELECT to_regclass('ok') IS NOT NULL")
     finally:
         await conn.close()
+
+
+# ------------------------------------------------------------------------------------------------- lock timeout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli_migrate(url: str, migrations: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
+    env.update({"CITADEL_DATABASE_URL": url, "CITADEL_MIGRATIONS_DIR": str(migrations)})
+    return subprocess.run([sys.executable, "-m", "indexer", "migrate", *args], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+async def test_a_migration_behind_a_busy_table_stops_at_the_lock_timeout_and_applies_nothing(
+    server_dsn: str, fresh_db_factory: DbFactory, tmp_path: Path
+) -> None:
+    url = with_password(await fresh_db_factory(server_dsn), "s3cret-pw")
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "001_busy.sql").write_text("CREATE TABLE busy (id int);\n")
+    await apply_migrations(url, migrations, echo=lambda _: None)
+    (migrations / "002_alter_busy.sql").write_text(
+        "CREATE TABLE side_effect (id int);\nALTER TABLE busy ADD COLUMN note text;\n")
+    blocker = await asyncpg.connect(url)
+    try:
+        # a long read: its ACCESS SHARE lock lasts until the transaction ends, and ALTER TABLE must wait for it
+        await blocker.execute("BEGIN; SELECT count(*) FROM busy")
+        # without the lock timeout this run would wait for the blocker forever (the subprocess times out)
+        busy = await asyncio.to_thread(run_cli_migrate, url, migrations, "--lock-timeout-s", "0.5")
+        assert busy.returncode == 1
+        assert busy.stdout == ""
+        (line,) = busy.stderr.strip().splitlines()
+        assert line.startswith("citadel-indexer: migrate: 002_alter_busy.sql: a table it changes is busy")
+        assert "nothing of this migration was applied: retry later" in line
+        assert "s3cret" not in busy.stderr
+        assert await applied_versions(url) == ["001"]
+        assert await blocker.fetchval("SELECT to_regclass('side_effect') IS NULL")
+        assert await blocker.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'note'") == 0
+    finally:
+        await blocker.close()
+    done = await asyncio.to_thread(run_cli_migrate, url, migrations, "--lock-timeout-s", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert "applied 002_alter_busy.sql" in done.stdout
+    assert await applied_versions(url) == ["001", "002"]
+
+
+async def test_each_migration_runs_with_the_lock_timeout(pg_server_dsn: str, fresh_db_factory: DbFactory,
+                                                          tmp_path: Path) -> None:
+    url = await fresh_db_factory(pg_server_dsn)
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "001_seen.sql").write_text(
+        "CREATE TABLE seen AS SELECT 1 AS version, current_setting('lock_timeout') AS lock_timeout;\n")
+    (migrations / "002_seen.sql").write_text(
+        "INSERT INTO seen SELECT 2, current_setting('lock_timeout');\n")
+    default = await asyncio.to_thread(run_cli_migrate, url, migrations)
+    assert default.returncode == 0, default.stderr
+    (migrations / "003_seen.sql").write_text("INSERT INTO seen SELECT 3, current_setting('lock_timeout');\n")
+    flagged = await asyncio.to_thread(run_cli_migrate, url, migrations, "--lock-timeout-s", "2.5")
+    assert flagged.returncode == 0, flagged.stderr
+    conn = await asyncpg.connect(url)
+    try:
+        seen = [tuple(r) for r in await conn.fetch("SELECT version, lock_timeout FROM seen ORDER BY version")]
+        assert seen == [(1, "5s"), (2, "5s"), (3, "2500ms")]
+        assert await conn.fetchval("SHOW lock_timeout") == "0"  # the database's own setting is untouched
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "100000"])
+async def test_a_bad_lock_timeout_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from indexer.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "--lock-timeout-s", value])
+    assert exited.value.code == 2
+    assert "--lock-timeout-s" in capsys.readouterr().err

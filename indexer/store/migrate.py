@@ -9,6 +9,13 @@ against the direct endpoint.
 
 An applied file whose content changed is refused (``MigrationError`` naming the file) before anything is applied:
 write a new migration instead of editing an applied one. The DSN is never printed (it can hold a password).
+
+Each migration's transaction runs with ``SET LOCAL lock_timeout`` (default 5 s): on a live database a migration
+that waits for a table lock would queue every later query on that table behind it, so a migration that cannot get
+its locks in time stops instead (:class:`TableBusy`, nothing of it applied) and is simply run again later.
+
+With ``indexer_password`` (``CITADEL_INDEXER_DB_PASSWORD``), the run ends by giving the daemon's role
+``citadel_indexer`` LOGIN and that password, sent as a SCRAM verifier only (:mod:`indexer.store.roles`).
 """
 
 from __future__ import annotations
@@ -25,9 +32,13 @@ from typing import Any
 
 import asyncpg
 
+from indexer.store import roles
+
 MIGRATIONS_DIR_ENV = "CITADEL_MIGRATIONS_DIR"
 # pg_advisory_lock key of the migration run: the bytes "CTDLMIGR" as a signed 64-bit integer.
 ADVISORY_LOCK_KEY = int.from_bytes(b"CTDLMIGR", "big", signed=True)
+# how long a migration may wait for each lock it needs before it gives up (SET LOCAL lock_timeout); 0 waits forever
+DEFAULT_LOCK_TIMEOUT_S = 5.0
 _FILE_RE = re.compile(r"^(?P<version>\d{3,})_(?P<name>[A-Za-z0-9_\-]+)\.sql$")
 
 _CREATE_TABLE = """
@@ -44,6 +55,10 @@ COMMENT ON TABLE schema_migrations IS
 
 class MigrationError(RuntimeError):
     """A migration cannot be applied: an applied file was edited, a file is misnamed, or its SQL failed."""
+
+
+class TableBusy(MigrationError):
+    """A migration did not get a lock within the lock timeout: another session is using a table it changes."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +135,15 @@ async def apply_migrations(
     migrations_dir: Path | None = None,
     *,
     echo: Callable[[str], None] = print,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    indexer_password: str | None = None,
 ) -> list[str]:
-    """Apply pending migrations; return the versions applied (empty when up to date)."""
+    """Apply pending migrations; return the versions applied (empty when up to date). Then, when
+    ``indexer_password`` is given, give ``citadel_indexer`` LOGIN and that password (it is never echoed)."""
+    if lock_timeout_s < 0:
+        raise ValueError("lock_timeout_s must be >= 0")
+    if indexer_password is not None and not indexer_password:
+        raise MigrationError("the password for citadel_indexer is empty")
     migrations = load_migrations(migrations_dir)
     # statement_cache_size=0: harmless on a direct connection, required behind a transaction pooler
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
@@ -130,42 +152,10 @@ async def apply_migrations(
             echo("waiting for another migration run to finish")
             await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
         try:
-            await conn.execute(_CREATE_TABLE)
-            applied = await _applied(conn)
-            for migration in migrations:
-                row = applied.get(migration.version)
-                if row is not None and row["checksum"] != migration.checksum:
-                    raise MigrationError(
-                        f"{migration.filename} was applied on {row['applied_at']:%Y-%m-%d %H:%M:%S%z} "
-                        "and has changed since (checksum mismatch): restore it and put the change in a new "
-                        "migration file"
-                    )
-            pending = [m for m in migrations if m.version not in applied]
-            if not pending:
-                echo("nothing to apply")
-                return []
-            done: list[str] = []
-            for migration in pending:
-                sql = migration.path.read_text(encoding="utf-8")
-                if hashlib.sha256(sql.encode("utf-8")).hexdigest() != migration.checksum:
-                    raise MigrationError(f"{migration.filename} changed while migrations were running")
-                started = time.perf_counter()
-                try:
-                    async with conn.transaction():
-                        await conn.execute(sql)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                            migration.version,
-                            migration.name,
-                            migration.checksum,
-                        )
-                except asyncpg.PostgresError as error:
-                    raise MigrationError(
-                        f"{migration.filename} failed and was rolled back: {_describe(error)}"
-                    ) from error
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                echo(f"applied {migration.filename} ({elapsed_ms:.0f} ms)")
-                done.append(migration.version)
+            done = await _apply_pending(conn, migrations, lock_timeout_s, echo)
+            if indexer_password is not None:
+                await _set_indexer_password(conn, indexer_password, lock_timeout_s)
+                echo(f"{roles.INDEXER_ROLE}: login enabled, password set (sent as a SCRAM-SHA-256 verifier)")
             return done
         finally:
             # closing the session releases the lock anyway; unlocking first keeps a pooled connection clean
@@ -175,6 +165,75 @@ async def apply_migrations(
                 pass
     finally:
         await conn.close()
+
+
+async def _set_lock_timeout(conn: Any, seconds: float) -> None:
+    """For the current transaction only (SET LOCAL)."""
+    await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{round(seconds * 1000)}ms")
+
+
+async def _apply_pending(
+    conn: Any, migrations: list[MigrationFile], lock_timeout_s: float, echo: Callable[[str], None]
+) -> list[str]:
+    await conn.execute(_CREATE_TABLE)
+    applied = await _applied(conn)
+    for migration in migrations:
+        row = applied.get(migration.version)
+        if row is not None and row["checksum"] != migration.checksum:
+            raise MigrationError(
+                f"{migration.filename} was applied on {row['applied_at']:%Y-%m-%d %H:%M:%S%z} "
+                "and has changed since (checksum mismatch): restore it and put the change in a new "
+                "migration file"
+            )
+    pending = [m for m in migrations if m.version not in applied]
+    if not pending:
+        echo("nothing to apply")
+        return []
+    done: list[str] = []
+    for migration in pending:
+        sql = migration.path.read_text(encoding="utf-8")
+        if hashlib.sha256(sql.encode("utf-8")).hexdigest() != migration.checksum:
+            raise MigrationError(f"{migration.filename} changed while migrations were running")
+        started = time.perf_counter()
+        try:
+            async with conn.transaction():
+                await _set_lock_timeout(conn, lock_timeout_s)
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+        except asyncpg.LockNotAvailableError:
+            raise TableBusy(
+                f"{migration.filename}: a table it changes is busy (another session held a conflicting lock for "
+                f"more than {lock_timeout_s:g} s); nothing of this migration was applied: retry later, or allow a "
+                "longer wait with --lock-timeout-s"
+            ) from None
+        except asyncpg.PostgresError as error:
+            raise MigrationError(
+                f"{migration.filename} failed and was rolled back: {_describe(error)}"
+            ) from error
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        echo(f"applied {migration.filename} ({elapsed_ms:.0f} ms)")
+        done.append(migration.version)
+    return done
+
+
+async def _set_indexer_password(conn: Any, password: str, lock_timeout_s: float) -> None:
+    if not await roles.role_exists(conn):
+        raise MigrationError(
+            f"a password is set for {roles.INDEXER_ROLE} but the role does not exist: the migration that creates "
+            "it (014_least_privilege.sql) is missing from the migrations directory"
+        )
+    try:
+        async with conn.transaction():
+            await _set_lock_timeout(conn, lock_timeout_s)
+            await roles.set_login_password(conn, password)
+    except asyncpg.PostgresError as error:
+        # the server's message names the role and the missing privilege, never the statement's text
+        raise MigrationError(f"cannot give {roles.INDEXER_ROLE} its login password: {_describe(error)}") from None
 
 
 async def migration_status(dsn: str, migrations_dir: Path | None = None) -> list[MigrationStatus]:
