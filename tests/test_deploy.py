@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
@@ -34,6 +35,8 @@ ALERTS_TEST = PROM_DIR / "alerts_test.yml"
 GET_PROMTOOL = ROOT / "scripts" / "get-promtool.sh"
 
 Compose = Callable[..., subprocess.CompletedProcess[str]]
+# the two passwords the Compose file requires: the schema owner's and the daemon's role's
+PASSWORDS = {"POSTGRES_PASSWORD": "owner-test-only", "CITADEL_INDEXER_DB_PASSWORD": "indexer-test-only"}
 
 
 # ------------------------------------------------------------------------------------------------------ Compose
@@ -69,19 +72,20 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
 
 
 def test_compose_file_is_valid(compose: Compose) -> None:
-    result = compose("config", "-q", env={"POSTGRES_PASSWORD": "test-only"})
+    result = compose("config", "-q", env=PASSWORDS)
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_requires_the_database_password(compose: Compose) -> None:
-    result = compose("config", "-q")
+@pytest.mark.parametrize("missing", sorted(PASSWORDS))
+def test_compose_requires_both_database_passwords(compose: Compose, missing: str) -> None:
+    result = compose("config", "-q", env={k: v for k, v in PASSWORDS.items() if k != missing})
     assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
+    assert missing in result.stderr
 
 
 @pytest.fixture(scope="module")
 def stack(compose: Compose) -> dict[str, Any]:
-    result = compose("config", "--format", "json", env={"POSTGRES_PASSWORD": "test-only"})
+    result = compose("config", "--format", "json", env=PASSWORDS)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = json.loads(result.stdout)["services"]
     return services
@@ -123,13 +127,34 @@ def test_compose_environment_is_a_valid_indexer_configuration(stack: dict[str, A
     assert toml.is_file()
     settings = load_settings(toml, environ=env)
     assert settings.database_url is not None
-    assert settings.database_url.get_secret_value() == "postgresql://citadel:test-only@postgres:5432/citadel"
+    assert settings.database_url.get_secret_value() == \
+        "postgresql://citadel_indexer:indexer-test-only@postgres:5432/citadel"
     assert settings.metrics_host == "0.0.0.0"
     assert settings.enabled_chains() == []  # nothing runs against mainnet until .env says so
 
     env["CITADEL_TRON__ENABLED"] = "true"
     env["CITADEL_TRON__RPC_URLS"] = '["https://api.trongrid.io"]'
     assert load_settings(toml, environ=env).enabled_chains() == [Chain.TRON]
+
+
+def test_compose_daemon_connects_as_citadel_indexer_and_only_migrate_as_the_owner(stack: dict[str, Any]) -> None:
+    """The daemon runs as its least-privilege role (migrations/014) and never sees the schema owner's password;
+    the one-shot migrate runs as the owner and gives citadel_indexer its password."""
+    indexer = urlsplit(stack["indexer"]["environment"]["CITADEL_DATABASE_URL"])
+    assert (indexer.username, indexer.password) == ("citadel_indexer", PASSWORDS["CITADEL_INDEXER_DB_PASSWORD"])
+    assert (indexer.hostname, indexer.port, indexer.path) == ("postgres", 5432, "/citadel")
+    assert PASSWORDS["POSTGRES_PASSWORD"] not in json.dumps(stack["indexer"])
+    assert "CITADEL_INDEXER_DB_PASSWORD" not in stack["indexer"]["environment"]
+
+    migrate_env = {k: v for k, v in stack["migrate"]["environment"].items() if v is not None}
+    owner = urlsplit(migrate_env["CITADEL_DATABASE_URL"])
+    assert (owner.username, owner.password) == (stack["postgres"]["environment"]["POSTGRES_USER"],
+                                                PASSWORDS["POSTGRES_PASSWORD"])
+    assert owner.path == indexer.path
+    mounted = {v["target"]: Path(v["source"]) for v in stack["migrate"]["volumes"] if v["type"] == "bind"}
+    settings = load_settings(mounted[migrate_env.pop("CITADEL_CONFIG")], environ=migrate_env)
+    assert settings.indexer_db_password is not None
+    assert settings.indexer_db_password.get_secret_value() == PASSWORDS["CITADEL_INDEXER_DB_PASSWORD"]
 
 
 def test_dockerfile() -> None:
