@@ -75,7 +75,7 @@ def build_adapter(chain: Chain, cfg: ChainSettings) -> ChainAdapter:
         register_secret(api_key)
         return TronAdapter(
             cfg.rpc_urls, api_key=api_key, request_timeout_s=cfg.request_timeout_s, observer=observer,
-            chain_id=cfg.chain_id or None,
+            chain_id=cfg.chain_id or None, max_response_bytes=cfg.max_response_mb * 2**20,
         )
     from chains.evm.adapter import EvmAdapter
 
@@ -88,6 +88,7 @@ def build_adapter(chain: Chain, cfg: ChainSettings) -> ChainAdapter:
             timeout_s=cfg.request_timeout_s,
             max_block_range=cfg.max_block_range,
             address_filter_limit=cfg.address_filter_limit,
+            max_response_bytes=cfg.max_response_mb * 2**20,
         )
     except ValueError as exc:  # an unusable URL mix (only ws(s) URLs, say): the message names the setting
         raise StartupError(str(exc)) from None
@@ -294,6 +295,12 @@ class Daemon:
         name = chain.value
         adapter = build_adapter(chain, cfg)
         backoff = Backoff(name, "writer lease", 30.0)
+        # series exist from the start (at 0), so alerts see their first change and a standby replica says so
+        metrics.CHAIN_WRITER.labels(name).set(0)
+        metrics.CHAIN_DEGRADED.labels(name).set(0)
+        for reason in ("fenced", "lease_lost"):
+            metrics.WRITER_LEASE_LOST.labels(name, reason).inc(0)
+        metrics.PLATFORM_TX_DROPPED.labels(name).inc(0)
         stopped = False
         try:
             while not stopped:

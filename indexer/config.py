@@ -8,8 +8,8 @@ The names are the product's interface; operators and tests rely on them::
     CITADEL_METRICS_HOST, CITADEL_METRICS_PORT, CITADEL_LOG_FORMAT
     CITADEL_CONFIG (path of the TOML file; ``--config PATH`` on the command line wins)
 
-Precedence: environment > TOML file > defaults (mainnet chain ids and token addresses from
-``../shared/reference/chains.md``). :func:`load_settings` turns every invalid value into :class:`ConfigError`, whose
+Precedence: environment > TOML file > defaults (mainnet chain ids and the mainnet USDT/USDC
+contract addresses of each chain, see :data:`CHAIN_DEFAULTS`). :func:`load_settings` turns every invalid value into :class:`ConfigError`, whose
 message names the setting as an operator would write it and never echoes the value (it may hold a key).
 """
 
@@ -103,6 +103,8 @@ class ChainSettings(BaseModel):
     # beyond the issue's names (additions, never renames):
     api_key: SecretStr | None = None  # Tron: TRON-PRO-API-KEY, sent to whatever host is configured
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # a larger answer is an endpoint fault (failover), so a misbehaving endpoint cannot exhaust memory
+    max_response_mb: Annotated[int, Field(ge=1, le=4096)] = 64
     max_block_range: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
     # blocks per catch-up commit; the next batch is fetched while one commits, so smaller batches keep the node
     # and the database busy at the same time (eth_getLogs pieces are still sized by max_block_range)

@@ -1,4 +1,4 @@
-"""The migrated schema on real PostgreSQL: each defect of the schema review (shared/reference/schema-review.md) is
+"""The migrated schema on real PostgreSQL: each defect found when the seed schema was first run on PostgreSQL is
 shown fixed. Every test gets its own database cloned from the migrated template (fixture ``db_url``)."""
 
 from __future__ import annotations
