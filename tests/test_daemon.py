@@ -300,3 +300,36 @@ async def test_cli_backfill_hands_its_job_to_the_running_daemon(
     assert await pool.fetchval(
         "SELECT block_number FROM sync_cursors WHERE stream = $1", f"backfill:0-{head - 5}") == head - 5
     assert daemon.stop() == 0
+
+
+async def test_a_banned_key_first_in_the_list_does_not_stop_the_chain(
+    anvil_factory: Any, pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """RPC_URLS = [an endpoint answering every request with HTTP 403 and an HTML page, a healthy one]: before, the
+    watcher stopped at start-up (``eth_chainId ... HTTP 403``) and the daemon exited. Now the banned endpoint cools
+    down, is reported (citadel_rpc_endpoint_up 0) and the healthy one serves."""
+    from indexer.devstack.ports import free_port
+    from tests.support.badendpoints import BadEndpoint, html
+    from tests.support.daemon import http_get
+
+    anvil = anvil_factory(56)
+    token, wallets = await busy_bsc(anvil, pool, known=2, blocks=15)
+    port = free_port()
+    async with BadEndpoint(html(403, "<html><body><h1>403 Forbidden</h1>key suspended</body></html>")) as banned:
+        env = daemon_env(db_url, anvil, {"USDT": token}, CITADEL_METRICS_PORT=str(port),
+                         CITADEL_BSC__RPC_URLS=json.dumps([banned.url_with("/v1/BANNEDKEY77"), anvil.url]))
+        daemon = Daemon(env, tmp_path / "d.log")
+        daemons.append(daemon)
+        daemon.start()
+        head = evm.block_number(anvil)
+        await eventually(lambda: _cursor_above(pool, head), timeout_s=60)
+        assert banned.requests  # it was tried, and passed over
+        status, body = await asyncio.to_thread(http_get, port, "/metrics")
+        assert status == 200
+        assert any(line.startswith("citadel_rpc_endpoint_up{") and line.endswith(" 0.0")
+                   for line in body.splitlines())
+        status, body = await asyncio.to_thread(http_get, port, "/healthz")
+        assert status == 200 and json.loads(body)["chains"]["bsc"]["status"] == "running"
+        assert await asyncio.to_thread(daemon.stop) == 0
+    assert await actual_rows(pool, "bsc") == expected_evm_rows(anvil, wallets, [token], 0, await cursor(pool))
+    assert "BANNEDKEY77" not in daemon.log_text()
