@@ -242,6 +242,8 @@ class Batch:
     drop_streams: Sequence[str] = ()
     # platform transactions still unmined this many seconds after they were recorded are marked 'dropped'
     drop_platform_older_than_s: float | None = None
+    # the wallet_set_version the rows were built for (set by the writer); a newer one refuses the batch
+    wallet_version: int | None = None
 
     def is_empty(self) -> bool:
         return not (

@@ -588,3 +588,42 @@ async def test_a_chain_whose_every_endpoint_fails_reports_itself_degraded_and_re
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     await s.assert_table_matches_chain()
+
+
+async def test_a_wallet_readdressed_under_a_running_watcher_is_indexed_for_its_new_address_only(
+    scene_factory: Any,
+) -> None:
+    """Support corrects a wallet's address while the watcher runs (and hears nothing): the batch read for the old
+    address is refused, the wallet's rows of the old address go (the other side of its p2p transfers becomes a
+    deposit/withdrawal again), the new address's whole history is indexed. The table equals what the chain and the
+    current wallets imply."""
+    s: Scene = scene_factory(56, 18)
+    k1, k2 = await s.register(*s.accounts[1:3])
+    new_address = s.accounts[6]
+    for a in (k1.address, k2.address, new_address):
+        evm.token_mint(s.anvil, s.usdt, s.deployer, a, 10**6)
+    evm.token_transfer(s.anvil, s.usdt, k1.address, k2.address, 21)  # p2p, to become k2's plain deposit
+    evm.token_transfer(s.anvil, s.usdt, new_address, k2.address, 22)  # history of the new address: p2p later
+    watcher = await s.make_watcher(wallet_poll_s=3600)  # no periodic reload: only the commit can tell
+    task = asyncio.create_task(watcher.run())
+    try:
+        from tests.support.sync import eventually
+
+        async def at_head() -> bool:
+            return watcher.cursor >= s.head()
+
+        await eventually(at_head, timeout_s=30)
+        await s.pool.execute("UPDATE wallets SET public_address = $1 WHERE id = $2", evm.to_checksum(new_address),
+                             k1.id)
+        s.wallets[0] = KnownWallet(k1.id, k1.user_id, new_address)
+        evm.token_transfer(s.anvil, s.usdt, k1.address, s.accounts[9], 23)  # the old address: no longer ours
+        evm.token_transfer(s.anvil, s.usdt, s.accounts[9], new_address, 24)  # the new one
+        await eventually(at_head, timeout_s=30)
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await run_backfills(watcher, range_size=50)
+    await s.assert_table_matches_chain()
+    assert await s.pool.fetchval(
+        "SELECT tx_type FROM transactions WHERE wallet_id = $1 AND amount_raw = 21", k2.id) == "deposit"

@@ -167,6 +167,10 @@ class ChainStore:
 
     # ------------------------------------------------------------------------------------------------ reads
 
+    async def wallet_set_version(self) -> int:
+        """Bumped by the database whenever a wallet's address or chain changes (migration 016)."""
+        return int(await self.pool.fetchval("SELECT version FROM wallet_set_version"))
+
     async def active_wallets(self) -> list[WalletRecord]:
         rows = await self.pool.fetch(
             "SELECT id, user_id, public_address, updated_at FROM wallets WHERE chain = $1 AND is_active ORDER BY id",
@@ -277,6 +281,10 @@ class ChainStore:
                 rolled_back = int(status.split()[-1])
                 for sql in ROLLBACK_SQL[1:]:
                     await conn.execute(sql, self.chain, batch.rollback_to)
+            if batch.rows and batch.wallet_version is not None:
+                current = await conn.fetchval("SELECT version FROM wallet_set_version FOR SHARE")
+                if current != batch.wallet_version:
+                    raise WalletsChanged(f"{self.chain}: a wallet's address changed since this batch was built")
             platform_waiting = await conn.fetchval(UNMATCHED_PLATFORM_SQL, self.chain)
             if batch.rows:
                 written = await self._write_rows(conn, batch.rows, platform_waiting)

@@ -42,6 +42,7 @@ class WalletSet:
 
     async def reload(self, realtime_started: bool) -> None:
         self.writer.wallets_stale.clear()
+        version = await self.store.wallet_set_version()  # before the wallets: a change in between errs safe
         records = await self.store.active_wallets()
         fresh: dict[str, WalletRef] = {}
         invalid = 0
@@ -76,6 +77,7 @@ class WalletSet:
         self.pending_rescan = {a for a in self.pending_rescan if a in fresh} | set(missing)
         self.by_address = fresh
         self.addresses = frozenset(fresh)
+        self.writer.wallet_version = version
 
     def rescan_done(self, added: set[str]) -> None:
         self.pending_rescan -= added

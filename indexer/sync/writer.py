@@ -6,9 +6,10 @@ the writer holds for every path by construction:
 
 - **fenced**: every write runs in a transaction that first checks the replica still holds the chain's writer lease
   (:mod:`indexer.store.lease`); a replica that lost it gets ``WriterFenced`` and its chain task stands by again;
-- **wallet changes** under a batch (a wallet re-owned or deleted between reading the wallets and committing) come
-  back as ``WalletsChanged`` with nothing written: the wallet set is marked stale, so the caller's retry reloads it
-  and rebuilds the batch from what the chain says;
+- **wallet changes** under a batch (a wallet re-owned, deleted or re-addressed between reading the wallets and
+  committing) come back as ``WalletsChanged`` with nothing written: the wallet set is marked stale, so the caller's
+  retry reloads it and rebuilds the batch from what the chain says. Rows carry the wallet set version they were
+  built for; the store refuses them under a newer one;
 - **after each commit**: the realtime cursor, the wallets whose cached balance a new transfer changed, metrics.
 """
 
@@ -39,9 +40,12 @@ class ChainWriter:
         self.dirty_wallets: set[int] = set()  # wallet ids whose cached balance a new transfer changed
         self.wallets_stale = asyncio.Event()  # set when a commit found the wallets changed under it
         self.refreshed_at: tuple[int, int] | None = None  # (head, final) of the last confirmation refresh
+        self.wallet_version: int | None = None  # wallet_set_version when the wallets were last read
 
     async def commit(self, batch: Batch, *, blocks: int = 0) -> CommitResult:
         started = time.perf_counter()
+        if batch.rows:
+            batch.wallet_version = self.wallet_version
         try:
             result = await self.store.commit(batch)
         except WalletsChanged:
