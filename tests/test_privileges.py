@@ -30,7 +30,7 @@ import pytest_asyncio
 
 from indexer.app import close_pool
 from indexer.devstack.postgres import LocalPostgres, PostgresUnavailable, start_postgres
-from indexer.store.migrate import apply_migrations
+from indexer.store.migrate import apply_migrations, load_migrations
 from indexer.store.roles import INDEXER_ROLE, saslprep, scram_keys, scram_verifier
 from tests.fixtures.postgres import create_database, drop_database
 from tests.support import evm
@@ -40,6 +40,8 @@ from tests.support.sync import actual_rows, eventually, expected_evm_rows, open_
 REPO = Path(__file__).resolve().parents[1]
 MIGRATIONS = REPO / "migrations"
 PASSWORD = "pw-" + secrets.token_urlsafe(18)
+# the migrations from 014 on, applied to a database that stopped at 013
+FROM_014 = [m.version for m in load_migrations(MIGRATIONS) if int(m.version) >= 14]
 EVM_1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 # What the daemon may do, table by table (docs/data-model.md, "Database roles"); every other table: nothing.
@@ -55,9 +57,13 @@ TABLE_PRIVILEGES = {
     "guardian_checks": {"SELECT"},
     "schema_migrations": {"SELECT"},
     "users": {"SELECT"},
+    "wallet_set_version": {"SELECT"},
 }
 WALLET_COLUMNS_WRITTEN = {"balance_native", "balance_usdt", "balance_usdc", "balance_tst", "balance_usd",
                           "last_balance_sync"}
+# column grants: the cached balances, and the one column whose UPDATE grant only serves FOR SHARE (017)
+COLUMN_PRIVILEGES = {("wallets", column, "UPDATE") for column in WALLET_COLUMNS_WRITTEN} | {
+    ("wallet_set_version", "singleton", "UPDATE")}
 ALL_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -267,7 +273,7 @@ async def test_the_role_is_created_once_when_two_databases_migrate_at_once(tmp_p
                 await creator.execute("COMMIT")
             finally:
                 applied = await migrating
-            assert applied == ["014"]
+            assert applied == FROM_014
             role = await creator.fetchrow(
                 "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
                 "FROM pg_roles WHERE rolname = 'citadel_indexer'")
@@ -328,8 +334,7 @@ async def test_the_grants_are_exactly_what_the_daemon_needs(owner: asyncpg.Conne
            WHERE n.nspname = current_schema() AND c.relkind = 'r'
              AND has_column_privilege('citadel_indexer', c.oid, a.attnum, p.priv)
              AND NOT has_table_privilege('citadel_indexer', c.oid, p.priv)""")
-    assert {(r["relname"], r["attname"], r["priv"]) for r in columns} == {
-        ("wallets", column, "UPDATE") for column in WALLET_COLUMNS_WRITTEN}
+    assert {(r["relname"], r["attname"], r["priv"]) for r in columns} == COLUMN_PRIVILEGES
     sequences = await owner.fetch(
         """SELECT c.relname, p.priv FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            CROSS JOIN unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p(priv)
@@ -408,6 +413,18 @@ async def test_the_daemons_role_writes_cached_balances_but_never_who_owns_a_wall
     assert row["balance_usdt"] == 12.5 and row["last_balance_sync"] is not None
 
 
+async def test_the_daemons_role_locks_the_wallet_set_version_but_never_bumps_it(
+    daemon_role: asyncpg.Connection,
+) -> None:
+    async with daemon_role.transaction():
+        version = await daemon_role.fetchval("SELECT version FROM wallet_set_version FOR SHARE")
+    for statement in ("UPDATE wallet_set_version SET version = version + 1", "DELETE FROM wallet_set_version",
+                      "INSERT INTO wallet_set_version VALUES (DEFAULT, 0)"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await daemon_role.execute(statement)
+    assert await daemon_role.fetchval("SELECT version FROM wallet_set_version") == version
+
+
 async def test_the_daemons_role_runs_no_ddl_but_its_staging_table(daemon_role: asyncpg.Connection) -> None:
     for statement in ("CREATE TABLE mine (id int)", "ALTER TABLE transactions ADD COLUMN x int",
                       "CREATE INDEX ON transactions (amount)", "DROP TABLE chain_blocks",
@@ -446,7 +463,7 @@ async def test_a_temporary_users_table_cannot_shadow_users_in_the_audit_trigger(
             assert await conn.fetchval("SELECT user_id FROM audit_trail WHERE id = $1", first) is None
             assert await conn.fetchval("SELECT count(*) FROM public.users WHERE id = $1", user) == 1
 
-            assert await apply_migrations(url, MIGRATIONS, echo=lambda _: None) == ["014"]
+            assert await apply_migrations(url, MIGRATIONS, echo=lambda _: None) == FROM_014
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                 await null_the_user_behind_a_temporary_users_table(second)
             assert await conn.fetchval("SELECT user_id FROM audit_trail WHERE id = $1", second) == user
@@ -491,6 +508,10 @@ async def test_the_daemon_runs_as_citadel_indexer(
         daemon.start()
 
         async def at_head() -> bool:
+            # a statement the role may not run stops the chain's task: fail with its log line, not a timeout
+            stopped = [line for line in daemon.log_text().splitlines()
+                       if '"level": "critical"' in line or "permission denied" in line]
+            assert not stopped, stopped[0]
             return await cursor(pool) >= evm.block_number(anvil)
 
         await eventually(at_head, timeout_s=90)
