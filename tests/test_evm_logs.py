@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chains.base import RangeTooLarge
+from chains.base import BlockNotAvailable, MalformedResponse, RangeTooLarge
 from chains.evm.logs import (
     TRANSFER_TOPIC,
     FilterTooLarge,
@@ -17,7 +17,9 @@ from chains.evm.logs import (
     RangeSizer,
     classify_range_error,
     fetch_logs,
+    node_behind,
     plan_filters,
+    raw_logs,
     topic_of,
 )
 
@@ -84,6 +86,22 @@ def test_too_many_addresses_or_topics_means_split_the_filter() -> None:
 )
 def test_other_errors_are_not_range_errors(code: int, message: str) -> None:
     assert classify_range_error(code, message, None) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (-32602, "block range extends beyond current head block"),  # newer geth
+        (-32602, "BlockOutOfRangeError: block height is 5 but requested was 64"),  # anvil
+        (-32000, "unknown block"),  # geth, anvil: by an unknown blockHash
+    ],
+)
+def test_a_node_that_is_behind_is_not_a_range_refusal(code: int, message: str) -> None:
+    """A node behind the others must not make the sizer shrink: the range is fine, the node is not."""
+    from chains.evm.rpc import RpcError
+
+    assert classify_range_error(code, message, None) is None
+    assert node_behind(RpcError(f"eth_getLogs via x: JSON-RPC error {code}: {message}", code=code))
 
 
 def test_generic_block_range_texts_are_recognised() -> None:
@@ -203,18 +221,35 @@ def _log(block: int, index: int) -> dict[str, Any]:
 
 
 class FakeNode:
-    """Answers eth_getLogs batches from a list of logs with a bsc-style block limit and a per-position limit."""
+    """Answers eth_getLogs batches from a list of logs with a bsc-style block limit and a per-position limit, and
+    headers by number. ``behind``: how many of the next batches a node ``lag`` blocks behind answers (geth's way:
+    a null header, logs clamped to its head without a word)."""
 
-    def __init__(self, logs_per_block: dict[int, int], max_blocks: int, max_values: int = 10**9) -> None:
+    def __init__(self, logs_per_block: dict[int, int], max_blocks: int, max_values: int = 10**9, *,
+                 head: int = 10**9, behind: int = 0, lag: int = 3) -> None:
         self.logs_per_block = logs_per_block
         self.max_blocks = max_blocks
         self.max_values = max_values
+        self.head = head
+        self.behind = behind
+        self.lag = lag
         self.requests: list[tuple[int, int]] = []
+        self.batches: list[list[str]] = []
 
     async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        self.batches.append([method for method, _ in calls])
+        head = self.head
+        if self.behind:
+            self.behind -= 1
+            head -= self.lag
         out: list[Any] = []
-        for _method, (flt,) in calls:
-            a, b = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
+        for method, params in calls:
+            if method == "eth_getBlockByNumber":
+                n = int(params[0], 16)
+                out.append({"number": hex(n)} if n <= head else None)
+                continue
+            (flt,) = params
+            a, b = int(flt["fromBlock"], 16), min(int(flt["toBlock"], 16), head)
             self.requests.append((a, b))
             if any(isinstance(t, list) and len(t) > self.max_values for t in flt["topics"]):
                 out.append(
@@ -235,7 +270,7 @@ async def test_fetch_logs_learns_the_limit_and_returns_every_log_once_per_filter
     node = FakeNode({n: n % 3 for n in range(0, 3000)}, max_blocks=300)
     sizer = RangeSizer(1000, cap=1000)
     flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
-    logs = await fetch_logs(node.batch, 0, 2999, [flt, flt], sizer, concurrency=4)
+    logs = await fetch_logs(node.batch, 0, 2999, [flt, flt], sizer, raw_logs, concurrency=4)
     keys = [(int(x["blockNumber"], 16), int(x["logIndex"], 16)) for x in logs]
     every_log = [(n, i) for n in range(3000) for i in range(n % 3)]
     assert sorted(keys) == sorted(every_log * 2)  # each filter's answer, whole: no gap, no overlap of pieces
@@ -247,7 +282,7 @@ async def test_fetch_logs_learns_the_limit_and_returns_every_log_once_per_filter
 async def test_fetch_logs_splits_a_too_wide_filter() -> None:
     node = FakeNode({5: 1}, max_blocks=10**9, max_values=2)
     flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC, [topic_of(a) for a in _addrs(7)]]}
-    logs = await fetch_logs(node.batch, 0, 9, [flt], RangeSizer(10, cap=10))
+    logs = await fetch_logs(node.batch, 0, 9, [flt], RangeSizer(10, cap=10), raw_logs)
     # 7 addresses halved until each filter holds at most 2: 2 + 2 + 2 + 1, four filters; this fake node ignores
     # topics, so each answers with the block's one log
     assert logs == [_log(5, 0)] * 4
@@ -255,7 +290,7 @@ async def test_fetch_logs_splits_a_too_wide_filter() -> None:
 
 async def test_fetch_logs_with_no_filters_sends_nothing() -> None:
     node = FakeNode({}, max_blocks=10)
-    assert await fetch_logs(node.batch, 0, 100, [], RangeSizer()) == []
+    assert await fetch_logs(node.batch, 0, 100, [], RangeSizer(), raw_logs) == []
     assert node.requests == []
 
 
@@ -267,4 +302,45 @@ async def test_a_fatal_error_surfaces_as_itself_not_as_an_exception_group() -> N
 
     flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
     with pytest.raises(RpcError, match="invalid params"):
-        await fetch_logs(failing, 0, 100, [flt], RangeSizer(10, cap=10), concurrency=4)
+        await fetch_logs(failing, 0, 100, [flt], RangeSizer(10, cap=10), raw_logs, concurrency=4)
+
+
+async def test_a_piece_answered_by_a_node_behind_is_asked_again_never_taken_as_complete() -> None:
+    node = FakeNode({n: 1 for n in range(100)}, max_blocks=10**9, head=99, behind=3)
+    flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
+    logs = await fetch_logs(node.batch, 0, 99, [flt], RangeSizer(100, cap=100), raw_logs, concurrency=1)
+    assert sorted(int(x["blockNumber"], 16) for x in logs) == list(range(100))
+    assert len(node.batches) == 4  # three answers from the node behind, thrown away whole
+    assert all(methods[0] == "eth_getBlockByNumber" for methods in node.batches)  # each vouched for in-request
+
+
+async def test_a_node_behind_on_every_attempt_is_an_error_never_an_empty_answer() -> None:
+    node = FakeNode({n: 1 for n in range(100)}, max_blocks=10**9, head=99, behind=100)
+    flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
+    with pytest.raises(BlockNotAvailable):
+        await fetch_logs(node.batch, 90, 99, [flt], RangeSizer(100, cap=100), raw_logs, concurrency=1)
+
+
+async def test_every_batch_carries_its_own_check_when_filters_outnumber_a_batch() -> None:
+    node = FakeNode({5: 1}, max_blocks=10**9)
+    filters = [{"address": [TOKEN_A], "topics": [TRANSFER_TOPIC, topic_of(a)]} for a in _addrs(7)]
+    logs = await fetch_logs(node.batch, 0, 9, filters, RangeSizer(10, cap=10), raw_logs, concurrency=1, max_batch=3)
+    assert len(logs) == 7
+    assert [len(m) for m in node.batches] == [3, 3, 3, 2]
+    assert all(m[0] == "eth_getBlockByNumber" and m.count("eth_getBlockByNumber") == 1 for m in node.batches)
+
+
+async def test_malformed_logs_are_asked_again_then_decoded_leniently() -> None:
+    node = FakeNode({n: 1 for n in range(10)}, max_blocks=10**9)
+    flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
+    calls: list[bool] = []
+
+    def picky(logs: list[dict[str, Any]], strict: bool) -> list[int]:
+        calls.append(strict)
+        if strict:
+            raise MalformedResponse("a log index of 2^70")
+        return [int(x["blockNumber"], 16) for x in logs]
+
+    got = await fetch_logs(node.batch, 0, 9, [flt], RangeSizer(10, cap=10), picky, concurrency=1, attempts=3)
+    assert sorted(got) == list(range(10))
+    assert calls == [True, True, True, False]  # asked three times, then the last answer with the bad items skipped

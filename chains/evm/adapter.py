@@ -12,17 +12,47 @@ Native coin (``docs/data-model.md``):
 - Polygon additionally: internal POL transfers from the ``LogTransfer`` logs of ``0x…1010`` (real log index);
   the ``LogTransfer`` that mirrors a transaction's own ``value`` is dropped, so nothing is counted twice.
 - BSC internal transfers would need traces and are not indexed.
+
+Completeness: a node that is behind is a fault, never an empty answer. Public endpoints are load balancers over
+nodes a few blocks apart, and a node asked about blocks above its head answers ``null`` blocks and receipts, and
+``eth_getLogs`` over a range with the logs it has, silently (geth, bsc, bor and anvil clamp the range). Every answer
+is therefore tied to the blocks it is about:
+
+- **by hash** (:meth:`EvmAdapter.block_transfers`, the realtime path, where the window knows which fork it
+  follows): each block's logs are asked with ``eth_getLogs {"blockHash": h}`` (per filter, one batch per block that
+  also asks ``eth_getBlockByHash(h)``); a node that does not know ``h`` answers geth's ``-32000 unknown block``
+  (anvil alike), or ``null`` for the block: :class:`chains.base.BlockNotAvailable`, asked elsewhere. Native
+  transfers come from that block fetched by hash, their receipts must name ``h`` as their block, Polygon's
+  ``LogTransfer`` is read by hash too. Every log must carry ``h``: nothing of another block with the same number
+  is ever returned. This is what indexers that follow reorgs do (EIP-234; The Graph, Ponder, Chainlink's log
+  poller ask by hash at the head).
+- **ranges of final blocks** (:meth:`EvmAdapter.transfers`, the catch-up hot path): by-hash queries would cost one
+  request per block, so ranges stay, each piece sent as one batch that starts with the header of the piece's last
+  block (:mod:`chains.evm.logs`): same HTTP request, same backend; a ``null`` or lower header means the piece is
+  sent again. An endpoint that refuses batches (the client then sends single calls, which may reach different
+  backends) cannot vouch for a range that way: the adapter then reads the range block by block, by hash.
+- blocks by number (``block_refs``, the full-block scan) and receipts: a ``null`` is rejected by the client's
+  ``validate`` hook, so it is asked again elsewhere, and raised as ``BlockNotAvailable`` after the attempts.
+  ``block_ref`` keeps the contract's ``None`` for a block the node does not have; its callers treat that as
+  retryable.
+
+Impossible values (a log or transaction index beyond PostgreSQL's ``integer``, a block number beyond ``bigint``, a
+timestamp no ``datetime`` holds, a hash that is not 0x and 64 hex digits, a negative or oversized quantity) make an
+answer malformed: it is asked again elsewhere (``validate``), and when every endpoint said the same, asked once more
+unchecked and the bad items are skipped and reported (``observer.skipped_item``); never written, never a crash. A
+block header with such a value cannot be skipped (the chain needs it): it stays a retryable ``MalformedResponse``.
+A token's ``symbol()`` is display-only: undecodable or reverting, it becomes ``""`` (``undecodable_symbol``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from eth_abi.abi import decode as abi_decode
 from eth_utils.address import is_checksum_address
 
 from chains.base import (
@@ -50,8 +80,10 @@ from chains.evm.logs import (
     POLYGON_NATIVE_CONTRACT,
     TRANSFER_TOPIC,
     Log,
+    LogFilter,
     RangeSizer,
     fetch_logs,
+    node_behind,
     plan_filters,
     topic_of,
     unwrap_task_group,
@@ -61,11 +93,21 @@ from chains.redact import redact_url
 from chains.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_HASH_RE = re.compile(r"0x[0-9a-fA-F]{64}")
 _SELECTOR_SYMBOL = "0x95d89b41"
 _SELECTOR_DECIMALS = "0x313ce567"
 _SELECTOR_BALANCE_OF = "0x70a08231"
 
 _NATIVE_SYMBOLS = {Chain.BSC: "BNB", Chain.POLYGON: "POL"}
+
+MAX_INDEX = 2**31 - 1  # log and transaction indexes: PostgreSQL integer
+MAX_BLOCK_NUMBER = 2**63 - 1  # PostgreSQL bigint
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second Python's datetime holds
+MAX_UINT256 = 2**256 - 1
+MAX_SYMBOL_CHARS = 32  # what the platform's tokens table keeps
+
+Check = Callable[[Any], None]
+"""A ``validate`` hook of :class:`chains.evm.rpc.JsonRpcClient`: raises for a result that cannot be right."""
 
 
 def split_rpc_urls(urls: list[str]) -> tuple[list[str], list[str]]:
@@ -106,50 +148,100 @@ def _int(value: Any, what: str) -> int:
     raise MalformedResponse(f"{what}: not a hex quantity")
 
 
+def _quantity(value: Any, what: str, maximum: int = MAX_UINT256) -> int:
+    """A hex quantity in ``0..maximum``."""
+    n = _int(value, what)
+    if not 0 <= n <= maximum:
+        raise MalformedResponse(f"{what}: {n} is out of range")
+    return n
+
+
+def _hash(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
+        raise MalformedResponse(f"{what}: not 0x and 64 hex digits")
+    return value.lower()
+
+
 def _block_ref(block: Any) -> BlockRef:
     if not isinstance(block, dict):
         raise MalformedResponse("block: not an object")
-    hash_, parent = block.get("hash"), block.get("parentHash")
-    if not isinstance(hash_, str) or not isinstance(parent, str):
-        raise MalformedResponse("block: hash or parentHash missing")
     return BlockRef(
-        number=_int(block.get("number"), "block.number"),
-        hash=hash_.lower(),
-        parent_hash=parent.lower(),
-        timestamp=_int(block.get("timestamp"), "block.timestamp"),
+        number=_quantity(block.get("number"), "block.number", MAX_BLOCK_NUMBER),
+        hash=_hash(block.get("hash"), "block.hash"),
+        parent_hash=_hash(block.get("parentHash"), "block.parentHash"),
+        timestamp=_quantity(block.get("timestamp"), "block.timestamp", MAX_TIMESTAMP),
     )
+
+
+def _check_header(block: Any) -> None:
+    """``validate`` for a block that may be absent (``block_ref``): a header with impossible values is malformed."""
+    if block is not None:
+        _block_ref(block)
 
 
 def _receipt(raw: Any) -> TxReceipt:
-    if not isinstance(raw, dict) or not isinstance(raw.get("transactionHash"), str):
-        raise MalformedResponse("receipt: not an object with transactionHash")
+    if not isinstance(raw, dict):
+        raise MalformedResponse("receipt: not an object")
     gas_used = raw.get("gasUsed")
     gas_price = raw.get("effectiveGasPrice")
+    status = raw.get("status")
+    if status not in (None, "0x0", "0x1"):
+        raise MalformedResponse("receipt.status: neither 0x0 nor 0x1")
     return TxReceipt(
-        tx_hash=str(raw["transactionHash"]).lower(),
-        block_number=_int(raw.get("blockNumber"), "receipt.blockNumber"),
-        block_hash=str(raw.get("blockHash", "")).lower(),
-        tx_index=_int(raw.get("transactionIndex"), "receipt.transactionIndex"),
-        success=raw.get("status") != "0x0",
-        gas_used=_int(gas_used, "receipt.gasUsed") if gas_used is not None else None,
-        gas_price=_int(gas_price, "receipt.effectiveGasPrice") if gas_price is not None else None,
+        tx_hash=_hash(raw.get("transactionHash"), "receipt.transactionHash"),
+        block_number=_quantity(raw.get("blockNumber"), "receipt.blockNumber", MAX_BLOCK_NUMBER),
+        block_hash=_hash(raw.get("blockHash"), "receipt.blockHash"),
+        tx_index=_quantity(raw.get("transactionIndex"), "receipt.transactionIndex", MAX_INDEX),
+        success=status != "0x0",
+        gas_used=_quantity(gas_used, "receipt.gasUsed") if gas_used is not None else None,
+        gas_price=_quantity(gas_price, "receipt.effectiveGasPrice") if gas_price is not None else None,
     )
 
 
-def decode_symbol(result: str) -> str:
-    """An ERC20 ``symbol()`` return: an ABI ``string``, or a ``bytes32`` (MKR-style); ``""`` when neither."""
+def _check_receipt(raw: Any) -> None:
+    """``validate`` for receipts that may be absent (a transaction not mined, or not known to that node)."""
+    if raw is not None:
+        _receipt(raw)
+
+
+def display_symbol(raw: bytes) -> str | None:
+    """A token's ``symbol()`` return as text to show: an ABI ``string``, or a ``bytes32`` (MKR-style) without its
+    padding; valid UTF-8 without control characters, at most ``MAX_SYMBOL_CHARS`` characters (longer ones are cut).
+    None when it is neither (the caller shows ``""``)."""
+    text: bytes | None = None
+    if len(raw) >= 64:
+        offset = int.from_bytes(raw[:32], "big")
+        if offset <= len(raw) - 32:
+            length = int.from_bytes(raw[offset : offset + 32], "big")
+            if offset + 32 + length <= len(raw):
+                text = raw[offset + 32 : offset + 32 + length]
+    if text is None and len(raw) == 32:
+        text = raw.rstrip(b"\0")
+    if text is None:
+        return None
+    try:
+        symbol = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(unicodedata.category(c) == "Cc" for c in symbol):
+        return None  # NUL among them: PostgreSQL text cannot hold it
+    return symbol[:MAX_SYMBOL_CHARS]
+
+
+def symbol_of(result: Any) -> str | None:
+    """An ERC20 ``symbol()`` return (0x hex) as text to show, None when it is not one (see :func:`display_symbol`)."""
+    if not isinstance(result, str) or not result.startswith("0x"):
+        return None
     try:
         raw = bytes.fromhex(result[2:])
     except ValueError:
-        return ""
-    if len(raw) >= 64:
-        try:
-            return str(abi_decode(["string"], raw)[0])
-        except Exception:  # eth_abi raises many types; fall through to bytes32
-            pass
-    if len(raw) >= 32:
-        return raw[:32].rstrip(b"\0").decode("utf-8", errors="replace")
-    return ""
+        return None
+    return display_symbol(raw)
+
+
+def decode_symbol(result: str) -> str:
+    """:func:`symbol_of`, ``""`` when the answer is not a symbol."""
+    return symbol_of(result) or ""
 
 
 class EvmAdapter:
@@ -240,34 +332,85 @@ class EvmAdapter:
     # ------------------------------------------------------------------------------------------- blocks
 
     async def head(self) -> BlockRef:
-        block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
+        block = await self.rpc.call("eth_getBlockByNumber", ["latest", False], validate=_check_header)
         if block is None:
             raise MalformedResponse(f"{self.chain}: the node returned no latest block")
         return _block_ref(block)
 
     async def finalized_number(self) -> int | None:
         try:
-            block = await self.rpc.call("eth_getBlockByNumber", ["finalized", False])
+            block = await self.rpc.call("eth_getBlockByNumber", ["finalized", False], validate=_check_header)
         except RpcError:
             return None  # the node does not know the tag
         if not isinstance(block, dict):
             return None
-        return _int(block.get("number"), "block.number")
+        return _block_ref(block).number
 
     async def block_ref(self, number: int) -> BlockRef | None:
-        block = await self.rpc.call("eth_getBlockByNumber", [hex(number), False])
-        return None if block is None else _block_ref(block)
+        """The block at ``number``, or None when the node that answered has none there (yet): callers treat that as
+        retryable, never as an empty block."""
+        block = await self.rpc.call("eth_getBlockByNumber", [hex(number), False], validate=_check_header)
+        if block is None:
+            return None
+        ref = _block_ref(block)
+        if ref.number != number:
+            raise MalformedResponse(f"{self.chain}: asked for block {number}, the node answered block {ref.number}")
+        return ref
 
     async def block_refs(self, first: int, last: int) -> list[BlockRef]:
-        blocks = await self.rpc.batch(
-            [("eth_getBlockByNumber", [hex(n), False]) for n in range(first, last + 1)]
-        )
-        refs = []
-        for n, block in zip(range(first, last + 1), blocks, strict=True):
+        numbers = list(range(first, last + 1))
+        return [_block_ref(b) for b in await self._blocks_by_number(numbers, full=False)]
+
+    async def _blocks_by_number(
+        self, numbers: Sequence[int], *, full: bool, strict: Check | None = None
+    ) -> list[dict[str, Any]]:
+        """Blocks ``numbers``, each present: a ``null`` (the node that answered lacks it) is asked again, elsewhere
+        when possible, and ``BlockNotAvailable`` after the attempts. ``strict`` checks a full block's transactions."""
+        wanted = {hex(n) for n in numbers}
+
+        def check(block: Any) -> None:
             if block is None:
-                raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node yet")
-            refs.append(_block_ref(block))
-        return refs
+                raise BlockNotAvailable(f"{self.chain}: a block is not available on the node that answered")
+            ref = _block_ref(block)
+            if hex(ref.number) not in wanted:
+                raise MalformedResponse(f"{self.chain}: answered block {ref.number}, which was not asked for")
+            if strict is not None:
+                strict(block)
+
+        blocks = await self._ask([("eth_getBlockByNumber", [hex(n), full]) for n in numbers], check)
+        for n, block in zip(numbers, blocks, strict=True):
+            if block is None:
+                raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node that answered")
+            if _block_ref(block).number != n:
+                raise MalformedResponse(f"{self.chain}: asked for block {n}, the node answered another")
+        return list(blocks)
+
+    async def _ask(self, calls: list[Call], check: Check) -> list[Any]:
+        """Results of ``calls`` that ``check`` accepted; a result it refused is asked elsewhere (the client's
+        ``validate``). An entry every endpoint answered malformed is asked once more unchecked, for the caller's
+        lenient decoding to skip and report the bad items; a node that was behind raises ``BlockNotAvailable``;
+        any other error is raised."""
+        results = await self.rpc.batch(calls, return_errors=True, validate=check)
+        again = [i for i, r in enumerate(results) if isinstance(r, MalformedResponse)]
+        if again:
+            unchecked = await self.rpc.batch([calls[i] for i in again], return_errors=True)
+            for i, r in zip(again, unchecked, strict=True):
+                results[i] = r
+        for r in results:
+            if isinstance(r, ChainError):
+                if node_behind(r) and not isinstance(r, BlockNotAvailable):
+                    raise BlockNotAvailable(f"{self.chain}: the node that answered is behind ({r})") from r
+                raise r
+        return results
+
+    def _single_calls(self) -> bool:
+        """Whether an endpoint refuses batches, so that the client sends it single calls (which a load balancer may
+        route to different nodes): a range's logs can then not be vouched for by a header in the same request."""
+        pool = getattr(self.rpc, "_pool", None)
+        endpoints = getattr(pool, "endpoints", None)
+        if endpoints is None:
+            return True  # not a client this adapter knows: assume the worst
+        return any(getattr(e, "notes", {}).get("no_batches") for e in endpoints)
 
     # ------------------------------------------------------------------------------------------- transfers
 
@@ -276,6 +419,16 @@ class EvmAdapter:
     ) -> list[Transfer]:
         if last < first or not watched:
             return []
+        if not self._single_calls():
+            found = await self._range_transfers(first, last, watched, tokens, native=native)
+            if not self._single_calls():  # an endpoint may have refused a batch meanwhile: then it proves nothing
+                return found
+        refs = await self.block_refs(first, last)
+        return await self.block_transfers(refs, watched, tokens, native=native)
+
+    async def _range_transfers(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool
+    ) -> list[Transfer]:
         watched_l = frozenset(a.lower() for a in watched)
         tokens_l = frozenset(t.lower() for t in tokens)
         async with unwrap_task_group() as tg:
@@ -295,32 +448,112 @@ class EvmAdapter:
     async def block_transfers(
         self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
-        if not blocks:
+        """Transfers of exactly ``blocks``, each read by its hash (see the module docstring)."""
+        if not blocks or not watched:
             return []
-        hashes = {b.number: b.hash for b in blocks}
-        found = await self.transfers(blocks[0].number, blocks[-1].number, watched, tokens, native=native)
-        for t in found:
-            if hashes.get(t.block_number) != t.block_hash:
-                raise BlockNotAvailable(f"{self.chain}: block {t.block_number} answered from another fork")
-        return found
+        watched_l = frozenset(a.lower() for a in watched)
+        tokens_l = frozenset(t.lower() for t in tokens)
+        token_filters = plan_filters(
+            TRANSFER_TOPIC, tokens_l, watched_l,
+            address_filter_limit=self.address_filter_limit, position_limit=self.position_limit,
+        ).filters
+        internal_filters: list[LogFilter] = []
+        if native and self.chain == Chain.POLYGON:
+            internal_filters = plan_filters(
+                LOG_TRANSFER_TOPIC, [POLYGON_NATIVE_CONTRACT], watched_l, from_position=2,
+                address_filter_limit=self.address_filter_limit, position_limit=self.position_limit,
+            ).filters
+        per_block = await asyncio.gather(*(
+            self._block_by_hash(ref, token_filters, internal_filters, watched_l, tokens_l, native=native)
+            for ref in blocks
+        ))
+        out: list[Transfer] = []
+        candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for token_found, _, block in per_block:
+            out += token_found
+            if block is not None:
+                candidates += self._native_candidates(block, watched_l, strict=False)
+        if native:
+            top_level = await self._native_transfers(candidates)
+            out += top_level
+            out += _internal_only([t for _, internal, _ in per_block for t in internal], top_level)
+        timestamps = {b.hash: b.timestamp for b in blocks}
+        out = [t._replace(block_timestamp=timestamps[t.block_hash]) for t in out]
+        out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
+        return out
+
+    async def _block_by_hash(
+        self,
+        ref: BlockRef,
+        token_filters: list[LogFilter],
+        internal_filters: list[LogFilter],
+        watched: frozenset[str],
+        tokens: frozenset[str],
+        *,
+        native: bool,
+    ) -> tuple[list[Transfer], list[Transfer], dict[str, Any] | None]:
+        """(token transfers, Polygon LogTransfers, the full block when ``native``) of the block ``ref``, asked by its
+        hash in one batch: the block itself first, then each filter's logs."""
+        internal_emitters = frozenset([POLYGON_NATIVE_CONTRACT])
+
+        def check(result: Any) -> None:
+            if isinstance(result, list):
+                for entry in result:
+                    if not isinstance(entry, dict) or str(entry.get("blockHash", "")).lower() != ref.hash:
+                        raise MalformedResponse(f"{self.chain}: a log of another block than {ref.hash}")
+                self._decode_logs(result, 1, watched, tokens, native=False, strict=True)
+                self._decode_logs(result, 2, watched, internal_emitters, native=True, strict=True)
+                return
+            if result is None:
+                raise BlockNotAvailable(f"{self.chain}: block {ref.hash} is not known to the node that answered")
+            if _block_ref(result) != ref:
+                raise MalformedResponse(f"{self.chain}: asked for block {ref.hash}, the node answered another")
+            if native:
+                self._native_candidates(result, watched, strict=True)
+
+        calls: list[Call] = [("eth_getBlockByHash", [ref.hash, native])]
+        calls += [("eth_getLogs", [{**flt, "blockHash": ref.hash}]) for flt in token_filters + internal_filters]
+        results = await self._ask(calls, check)
+        block = results[0]
+        if block is None or _block_ref(block) != ref:
+            raise BlockNotAvailable(f"{self.chain}: block {ref.hash} is not known to the node that answered")
+        token_logs = [e for r in results[1 : 1 + len(token_filters)] for e in self._logs_of(r, ref)]
+        internal_logs = [e for r in results[1 + len(token_filters) :] for e in self._logs_of(r, ref)]
+        return (
+            self._decode_logs(token_logs, 1, watched, tokens, native=False, strict=False),
+            self._decode_logs(internal_logs, 2, watched, internal_emitters, native=True, strict=False),
+            block if native else None,
+        )
 
     async def _logs(
-        self, sizer: RangeSizer, first: int, last: int, filters: list[dict[str, Any]]
-    ) -> list[Log]:
+        self, sizer: RangeSizer, first: int, last: int, filters: list[dict[str, Any]],
+        decode: Callable[[list[Log], bool], list[Transfer]],
+    ) -> list[Transfer]:
         async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
             return await self.rpc.batch(calls, return_errors=True)
 
-        return await fetch_logs(batch, first, last, filters, sizer, concurrency=self.concurrency)
+        return await fetch_logs(batch, first, last, filters, sizer, decode, concurrency=self.concurrency,
+                                max_batch=self.rpc.max_batch)
 
     def _decode_logs(
-        self, logs: list[Log], from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool
+        self,
+        logs: list[Log],
+        from_pos: int,
+        watched: frozenset[str],
+        emitters: frozenset[str],
+        *,
+        native: bool,
+        strict: bool = False,
     ) -> list[Transfer]:
         """Raw logs (any order, duplicates possible) as Transfers, each once. Only a transfer with both sides
-        watched can come back from both the sender and the recipient filter, so only those are de-duplicated."""
+        watched can come back from both the sender and the recipient filter, so only those are de-duplicated.
+        ``strict``: a log that would be kept but carries impossible values raises ``MalformedResponse``; otherwise
+        it is skipped and reported."""
         out = []
         seen: set[tuple[str, int]] = set()
+        good: set[str] = set()  # hashes and topics found well-formed (a block's logs share them)
         for entry in logs:
-            transfer = self._decode_log(entry, from_pos, watched, emitters, native=native)
+            transfer = self._decode_log(entry, from_pos, watched, emitters, native=native, strict=strict, good=good)
             if transfer is None:
                 continue
             if transfer.from_address in watched and transfer.to_address in watched:
@@ -343,8 +576,10 @@ class EvmAdapter:
         )
         if not plan.filters:
             return []
-        logs = await self._logs(self._token_sizer, first, last, plan.filters)
-        return self._decode_logs(logs, 1, watched, tokens, native=False)
+        return await self._logs(
+            self._token_sizer, first, last, plan.filters,
+            lambda logs, strict: self._decode_logs(logs, 1, watched, tokens, native=False, strict=strict),
+        )
 
     async def _polygon_native_transfers(
         self, first: int, last: int, watched: frozenset[str]
@@ -357,15 +592,26 @@ class EvmAdapter:
             address_filter_limit=self.address_filter_limit,
             position_limit=self.position_limit,
         )
-        logs = await self._logs(self._native_sizer, first, last, plan.filters)
-        return self._decode_logs(logs, 2, watched, frozenset([POLYGON_NATIVE_CONTRACT]), native=True)
+        emitters = frozenset([POLYGON_NATIVE_CONTRACT])
+        return await self._logs(
+            self._native_sizer, first, last, plan.filters,
+            lambda logs, strict: self._decode_logs(logs, 2, watched, emitters, native=True, strict=strict),
+        )
 
     def _decode_log(
-        self, entry: Log, from_pos: int, watched: frozenset[str], emitters: frozenset[str], *, native: bool
+        self,
+        entry: Log,
+        from_pos: int,
+        watched: frozenset[str],
+        emitters: frozenset[str],
+        *,
+        native: bool,
+        strict: bool = False,
+        good: set[str] | None = None,
     ) -> Transfer | None:
         """A Transfer (ERC20, ``from_pos`` 1) or LogTransfer (Polygon, ``from_pos`` 2) log as a Transfer;
         None when it is not ours or not standard (reported to the observer). On the catch-up hot path: one pass,
-        no work for logs that are not ours."""
+        no work for logs that are not ours; the values of a log that is ours are checked (see ``_decode_logs``)."""
         try:
             emitter = entry["address"].lower()
             if emitter not in emitters or entry.get("removed"):
@@ -382,68 +628,126 @@ class EvmAdapter:
             receiver = "0x" + to_t[-40:].lower()
             if sender not in watched and receiver not in watched:
                 return None
+            tx_hash, block_hash = entry["transactionHash"], entry["blockHash"]
+            log_index = int(entry["logIndex"], 16)
+            block_number = int(entry["blockNumber"], 16)
+            tx_index = int(entry["transactionIndex"], 16)
+            amount = int(data[2:66], 16)
             ts = entry.get("blockTimestamp")
-            return Transfer(
-                entry["transactionHash"].lower(),
-                int(entry["logIndex"], 16),
-                int(entry["blockNumber"], 16),
-                entry["blockHash"].lower(),
-                int(entry["transactionIndex"], 16),
-                sender,
-                receiver,
-                int(data[2:66], 16),
-                None if native else emitter,
-                int(ts, 16) if ts is not None else None,
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
+            timestamp = int(ts, 16) if ts is not None else None
+            known = good if good is not None else set()
+            for value in (tx_hash, block_hash, from_t, to_t):
+                if value not in known:
+                    if not _HASH_RE.fullmatch(value):
+                        raise ValueError("not 0x and 64 hex digits")
+                    known.add(value)
+            if not (
+                0 <= log_index <= MAX_INDEX
+                and 0 <= tx_index <= MAX_INDEX
+                and 0 <= block_number <= MAX_BLOCK_NUMBER
+                and (timestamp is None or 0 <= timestamp <= MAX_TIMESTAMP)
+                and data.startswith("0x")
+            ):
+                raise ValueError("out of range")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if strict:
+                raise MalformedResponse(f"{self.chain}: malformed log ({exc})") from None
             self._skip_log(entry, "malformed_log")
             return None
+        return Transfer(
+            tx_hash.lower(),
+            log_index,
+            block_number,
+            block_hash.lower(),
+            tx_index,
+            sender,
+            receiver,
+            amount,
+            None if native else emitter,
+            timestamp,
+        )
+
+    def _logs_of(self, result: Any, ref: BlockRef) -> list[Log]:
+        """An ``eth_getLogs`` result by the hash of ``ref``: its logs of that block; any other is skipped and reported
+        (every endpoint answered so: the checked attempts failed over already)."""
+        if not isinstance(result, list):
+            raise MalformedResponse(f"{self.chain}: eth_getLogs for block {ref.hash}: not a list")
+        out = []
+        for entry in result:
+            if isinstance(entry, dict) and str(entry.get("blockHash", "")).lower() == ref.hash:
+                out.append(entry)
+            else:
+                self.observer.skipped_item(self.chain, "log_of_another_block", f"block {ref.number}")
+        return out
 
     def _skip_log(self, entry: Log, reason: str) -> None:
         where = f"tx {entry.get('transactionHash')} log {entry.get('logIndex')}" if isinstance(entry, dict) else ""
-        self.observer.skipped_item(self.chain, reason, where)
+        self.observer.skipped_item(self.chain, reason, where[:200])
 
     async def _top_level_native_transfers(
         self, first: int, last: int, watched: frozenset[str]
     ) -> list[Transfer]:
         candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+        def strict(block: Any) -> None:
+            self._native_candidates(block, watched, strict=True)
+
         # Full BSC blocks are big (hundreds of transactions): fetch a window at a time, keep only candidates.
         window = self.rpc.max_batch * max(1, self.concurrency)
         for start in range(first, last + 1, window):
             numbers = range(start, min(last, start + window - 1) + 1)
-            blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), True]) for n in numbers])
-            for n, block in zip(numbers, blocks, strict=True):
-                candidates += self._native_candidates(n, block, watched)
+            for block in await self._blocks_by_number(numbers, full=True, strict=strict):
+                candidates += self._native_candidates(block, watched, strict=False)
+        return await self._native_transfers(candidates)
+
+    async def _native_transfers(self, candidates: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Transfer]:
+        """Transfers of the value-carrying candidate transactions, with their receipts (success, gas). A receipt
+        the node that answered does not have, or that names another block, is asked elsewhere, then
+        ``BlockNotAvailable``: the block is not (or no longer) what that node has."""
         if not candidates:
             return []
-        receipts = await self.rpc.batch([("eth_getTransactionReceipt", [tx["hash"]]) for _, tx in candidates])
+        block_of = {str(tx["hash"]).lower(): str(block["hash"]).lower() for block, tx in candidates}
+
+        def check(raw: Any) -> None:
+            if raw is None:
+                raise BlockNotAvailable(f"{self.chain}: a receipt is not available on the node that answered")
+            receipt = _receipt(raw)
+            if block_of.get(receipt.tx_hash) != receipt.block_hash:
+                raise BlockNotAvailable(
+                    f"{self.chain}: the receipt of {receipt.tx_hash} names another block (the chain moved)")
+
+        receipts = await self._ask([("eth_getTransactionReceipt", [tx["hash"]]) for _, tx in candidates], check)
         out = []
-        for (block, tx), receipt in zip(candidates, receipts, strict=True):
-            if (
-                not isinstance(receipt, dict)
-                or str(receipt.get("blockHash", "")).lower() != str(block["hash"]).lower()
-            ):
-                raise RetryableChainError(
-                    f"{self.chain}: receipt of a transaction in block {int(block['number'], 16)} is missing or "
-                    "from another block (the chain moved): fetch again"
+        for (block, tx), raw in zip(candidates, receipts, strict=True):
+            tx_hash, block_hash = str(tx["hash"]).lower(), str(block["hash"]).lower()
+            if not isinstance(raw, dict) or str(raw.get("blockHash", "")).lower() != block_hash:
+                raise BlockNotAvailable(
+                    f"{self.chain}: receipt of {tx_hash} in block {int(block['number'], 16)} is missing or from "
+                    "another block (the chain moved)"
                 )
-            rec = _receipt(receipt)
-            recipient = tx.get("to") or receipt.get("contractAddress")
-            if not isinstance(recipient, str):
-                self.observer.skipped_item(self.chain, "native_without_recipient")
+            try:
+                rec = _receipt(raw)
+                if rec.tx_hash != tx_hash:
+                    raise MalformedResponse("receipt of another transaction")
+            except MalformedResponse:
+                self.observer.skipped_item(self.chain, "malformed_receipt", f"tx {tx_hash}")
+                continue
+            recipient = tx.get("to") or raw.get("contractAddress")
+            if not isinstance(recipient, str) or not _ADDRESS_RE.fullmatch(recipient):
+                self.observer.skipped_item(self.chain, "native_without_recipient", f"tx {tx_hash}")
                 continue
             out.append(
                 Transfer(
-                    tx_hash=str(tx["hash"]).lower(),
+                    tx_hash=tx_hash,
                     log_index=NATIVE_LOG_INDEX,
-                    block_number=_int(block.get("number"), "block.number"),
-                    block_hash=str(block["hash"]).lower(),
-                    tx_index=_int(tx.get("transactionIndex"), "tx.transactionIndex"),
+                    block_number=_block_ref(block).number,
+                    block_hash=block_hash,
+                    tx_index=int(tx["transactionIndex"], 16),
                     from_address=str(tx["from"]).lower(),
                     to_address=recipient.lower(),
-                    amount_raw=_int(tx["value"], "tx.value"),
+                    amount_raw=int(tx["value"], 16),
                     token_address=None,
-                    block_timestamp=_int(block.get("timestamp"), "block.timestamp"),
+                    block_timestamp=_block_ref(block).timestamp,
                     success=rec.success,
                     gas_used=rec.gas_used,
                     gas_price=rec.gas_price if rec.gas_price is not None else _gas_price_of(tx),
@@ -452,23 +756,43 @@ class EvmAdapter:
         return out
 
     def _native_candidates(
-        self, n: int, block: Any, watched: frozenset[str]
+        self, block: Any, watched: frozenset[str], *, strict: bool
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(block, tx) of the value-carrying transactions in ``block`` that touch ``watched``."""
-        if block is None:
-            raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node yet")
-        txs = block.get("transactions") if isinstance(block, dict) else None
+        """(block, tx) of the value-carrying transactions in ``block`` that touch ``watched``. A candidate with
+        impossible values raises ``MalformedResponse`` when ``strict``, and is otherwise skipped and reported; a
+        header with impossible values always raises (the chain needs it)."""
+        ref = _block_ref(block)
+        txs = block.get("transactions")
         if not isinstance(txs, list):
-            raise MalformedResponse(f"{self.chain}: block {n} has no transaction list")
+            raise MalformedResponse(f"{self.chain}: block {ref.number} has no transaction list")
         out = []
         for tx in txs:
             if not isinstance(tx, dict):
-                raise MalformedResponse(f"{self.chain}: block {n} lists hashes, not transactions")
-            value = tx.get("value")
-            if not isinstance(value, str) or value in ("0x0", "0x", "0x00"):
+                raise MalformedResponse(f"{self.chain}: block {ref.number} lists hashes, not transactions")
+            if str(tx.get("from", "")).lower() not in watched and str(tx.get("to") or "").lower() not in watched:
                 continue
-            if str(tx.get("from", "")).lower() in watched or str(tx.get("to") or "").lower() in watched:
-                out.append((block, tx))
+            value = tx.get("value")
+            if isinstance(value, str) and value in ("0x0", "0x", "0x00"):
+                continue
+            try:
+                if _quantity(value, "tx.value") == 0:
+                    continue
+                _hash(tx.get("hash"), "tx.hash")
+                _quantity(tx.get("transactionIndex"), "tx.transactionIndex", MAX_INDEX)
+                if tx.get("gasPrice") is not None:
+                    _quantity(tx.get("gasPrice"), "tx.gasPrice")
+                for side in ("from", "to"):
+                    address = tx.get(side)
+                    if (address is not None or side == "from") and (
+                        not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address)
+                    ):
+                        raise MalformedResponse(f"tx.{side}: not an address")
+            except MalformedResponse as exc:
+                if strict:
+                    raise MalformedResponse(f"{self.chain}: block {ref.number}: {exc}") from None
+                self.observer.skipped_item(self.chain, "malformed_transaction", f"block {ref.number}")
+                continue
+            out.append((block, tx))
         return out
 
     # ------------------------------------------------------------------------------------------- receipts
@@ -476,12 +800,15 @@ class EvmAdapter:
     async def receipts(self, tx_hashes: list[str]) -> dict[str, TxReceipt]:
         if not tx_hashes:
             return {}
-        raw = await self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+        raw = await self._ask([("eth_getTransactionReceipt", [h]) for h in tx_hashes], _check_receipt)
         out = {}
         for h, receipt in zip(tx_hashes, raw, strict=True):
             if receipt is None:
                 continue
-            out[h] = _receipt(receipt)
+            try:
+                out[h] = _receipt(receipt)
+            except MalformedResponse:
+                self.observer.skipped_item(self.chain, "malformed_receipt", f"tx {h}")
         return out
 
     # ------------------------------------------------------------------------------------------- tokens
@@ -504,11 +831,14 @@ class EvmAdapter:
                 f"{self.chain}: token {token} does not answer decimals() ({why}): not an ERC20 contract, "
                 "or not deployed on this chain"
             )
-        decimals = int(decimals_r[2:66], 16)
+        decimals = _quantity(decimals_r[:66], f"{token} decimals()")
         if decimals > 255:
             raise FatalChainError(f"{self.chain}: token {token} answers decimals() = {decimals}, not a uint8")
-        symbol = decode_symbol(symbol_r) if isinstance(symbol_r, str) else ""
-        return TokenInfo(address=token, symbol=symbol, decimals=decimals)
+        # display-only: a symbol() that reverts or answers something undecodable never holds indexing back
+        symbol = symbol_of(symbol_r)
+        if symbol is None:
+            self.observer.skipped_item(self.chain, "undecodable_symbol", token)
+        return TokenInfo(address=token, symbol=symbol or "", decimals=decimals)
 
     async def balances(self, addresses: list[str], tokens: list[str]) -> dict[tuple[str, str | None], int]:
         keys: list[tuple[str, str | None]] = []
@@ -526,11 +856,15 @@ class EvmAdapter:
         results = await self.rpc.batch(calls, return_errors=True)
         out: dict[tuple[str, str | None], int] = {}
         for key, result in zip(keys, results, strict=True):
-            if isinstance(result, str) and len(result) >= 3 and (key[1] is None or len(result) >= 66):
-                out[key] = int(result[:66], 16)
-            else:
+            try:
+                if not isinstance(result, str) or len(result) < 3 or (key[1] is not None and len(result) < 66):
+                    raise MalformedResponse("no balance")
+                out[key] = _quantity(result[:66], "balance")
+            except MalformedResponse:
                 self.observer.skipped_item(self.chain, "balance_unavailable")
         return out
+
+
 
 
 def _internal_only(log_transfers: list[Transfer], top_level: list[Transfer]) -> list[Transfer]:

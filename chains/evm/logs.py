@@ -1,8 +1,24 @@
-"""eth_getLogs over block ranges: provider limit errors, an adaptive range size, filter shapes.
+"""eth_getLogs over block ranges: provider limit errors, an adaptive range size, filter shapes, and proof that the
+node that answered had every block of the range.
 
-Pure parts (no I/O): :func:`classify_range_error`, :class:`RangeSizer`, :func:`plan_filters`.
+Pure parts (no I/O): :func:`classify_range_error`, :func:`node_behind`, :class:`RangeSizer`, :func:`plan_filters`.
 The async part, :func:`fetch_logs`, walks a range with a bounded number of concurrent requests, splitting a
 range the provider refused and splitting the address lists of a filter the provider found too wide.
+
+Completeness (why each piece carries an ``eth_getBlockByNumber``): a node behind the others (one of several behind a
+load balancer) answers ``eth_getLogs`` over a range reaching above its head with the logs it has and no error: geth
+and anvil clamp the range to their head, as do bsc and bor (newer geth refuses with "block range extends beyond
+current head block"). An empty answer cannot be told from "no transfer happened". So each piece is sent as one
+JSON-RPC batch that starts with ``eth_getBlockByNumber(<piece's last block>)``: one HTTP request, hence one backend
+behind a load balancer, and a node that has the last block when it reads the header has the whole range when it reads
+the logs (batch entries are served in order; final blocks do not go away). A ``null`` header (or a lower number, or
+an error that says the node is behind) means the node lacked blocks of the piece: the whole piece is sent again, a
+few times, then :class:`chains.base.BlockNotAvailable` is raised for the caller to retry later. The check costs one
+header per piece (a piece is hundreds to thousands of blocks), not one request per block.
+
+This proof needs the piece's entries to travel together. An endpoint that refuses batches gets single calls from
+:mod:`chains.evm.rpc`, and single calls may reach different backends: the caller must not use range queries on such
+an endpoint (the EVM adapter switches to per-block-hash queries, which prove themselves).
 
 Filter shapes (topics are AND across positions, OR within one):
 
@@ -20,9 +36,11 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from chains.base import MalformedResponse, RangeTooLarge
+from chains.base import BlockNotAvailable, ChainError, MalformedResponse, RangeTooLarge
+
+T = TypeVar("T")
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)")."""
@@ -33,6 +51,8 @@ POLYGON_NATIVE_CONTRACT = "0x0000000000000000000000000000000000001010"
 DEFAULT_ADDRESS_FILTER_LIMIT = 500
 DEFAULT_POSITION_LIMIT = 1000  # bsc and bor default per topic position / address list
 DEFAULT_CONCURRENCY = 4
+DEFAULT_MAX_BATCH = 100  # entries per JSON-RPC batch (chains.evm.rpc.JsonRpcClient.max_batch)
+PIECE_ATTEMPTS = 4  # sends of one piece before a node that is behind (or a malformed answer) is given up on
 
 Log = dict[str, Any]
 LogFilter = dict[str, Any]
@@ -87,6 +107,20 @@ _GENERIC_RANGE_RE = re.compile(
 _FILTER_RE = re.compile(
     r"exceed max addresses or topics per search position|too many (?:addresses|topics)", re.I
 )
+_BEHIND_RE = re.compile(
+    r"unknown block|beyond (?:the )?current head|BlockOutOfRange|block height is \d+ but requested|"
+    r"header not found|block not found|could not be found|not (?:yet )?(?:available|synced)",
+    re.I,
+)
+
+
+def node_behind(error: BaseException) -> bool:
+    """Whether an error a node answered a block-specific request with says it lacks the block: geth and anvil's
+    ``unknown block`` (eth_getLogs by an unknown ``blockHash``), newer geth's ``block range extends beyond current
+    head block``, anvil's ``BlockOutOfRangeError``, ``header not found``, erigon/reth's ``block not found``,
+    Nethermind's ``could not be found``. Such a node is behind the others (or on another fork): a transient fault of
+    that node, never an empty answer."""
+    return isinstance(error, ChainError) and bool(_BEHIND_RE.search(str(error)))
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -104,6 +138,8 @@ def classify_range_error(code: int | None, message: str, data: Any) -> RangeTooL
     """The :class:`LogRangeTooLarge` (or :class:`FilterTooLarge`) a provider's eth_getLogs error means, or None
     when it is not about the size of the request."""
     shown = f"eth_getLogs refused: {code}: {message[:300]}"
+    if _BEHIND_RE.search(message):
+        return None  # "block range extends beyond current head block": the node is behind, the range is fine
     if _FILTER_RE.search(message):
         return FilterTooLarge(shown)
 
@@ -265,7 +301,40 @@ async def unwrap_task_group() -> AsyncIterator[asyncio.TaskGroup]:
 
 
 BatchFn = Callable[[list[tuple[str, list[Any]]]], Awaitable[list[Any]]]
-"""``JsonRpcClient.batch`` with ``return_errors=True``: results or ``ChainError`` instances, in order."""
+"""``JsonRpcClient.batch`` with ``return_errors=True``: results or ``ChainError`` instances, in order; at most
+``max_batch`` calls, sent as one request."""
+
+Decode = Callable[[list[Log], bool], list[T]]
+"""What the caller makes of one piece's raw logs: ``decode(logs, strict)``. Strict, it raises ``MalformedResponse``
+for a log it would keep that carries impossible values (the piece is then asked again); not strict (the last
+answer, after the attempts), it skips such logs and reports them."""
+
+
+def raw_logs(logs: list[Log], strict: bool) -> list[Log]:
+    """The :data:`Decode` that keeps the node's logs as they are."""
+    return logs
+
+
+def _piece_logs(answers: list[tuple[Any, list[Any]]], end: int) -> list[Log]:
+    """The logs of one piece's batches, once each batch's header shows its node had block ``end``; raises
+    ``BlockNotAvailable`` when a node was behind, and any other error an entry holds."""
+    out: list[Log] = []
+    for header, results in answers:
+        for r in (header, *results):
+            if isinstance(r, BaseException):
+                if node_behind(r):
+                    raise BlockNotAvailable(f"block {end} is not available on the node that answered ({r})") from r
+                raise r
+        if header is None:
+            raise BlockNotAvailable(f"block {end} is not available on the node that answered the logs (behind)")
+        number = header.get("number") if isinstance(header, dict) else None
+        if not isinstance(number, str) or not number.startswith("0x") or int(number, 16) != end:
+            raise MalformedResponse(f"block {end}: the header in the logs batch is not that block's")
+        for r in results:
+            if not isinstance(r, list):
+                raise MalformedResponse(f"eth_getLogs returned {type(r).__name__}, not a list")
+            out.extend(r)
+    return out
 
 
 def _split_filter(flt: LogFilter) -> list[LogFilter]:
@@ -300,26 +369,33 @@ async def fetch_logs(
     last: int,
     filters: list[LogFilter],
     sizer: RangeSizer,
+    decode: Decode[T],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[Log]:
-    """Every log matching any of ``filters`` in blocks ``first..last``, as the node sent them: in no particular
-    order, a log matched by two filters twice, ``removed`` logs included. The caller decodes every log anyway and
-    drops what it does not want there, which costs less than sorting and de-duplicating tens of thousands of raw
-    dicts first (the catch-up hot path).
+    max_batch: int = DEFAULT_MAX_BATCH,
+    attempts: int = PIECE_ATTEMPTS,
+) -> list[T]:
+    """Every log matching any of ``filters`` in blocks ``first..last``, through ``decode`` piece by piece. The node
+    sends them in no particular order, a log matched by two filters twice, ``removed`` logs included: ``decode``
+    drops what it does not want, which costs less than sorting and de-duplicating tens of thousands of raw dicts
+    first (the catch-up hot path).
 
-    The range is walked in pieces of ``sizer.size`` blocks by ``concurrency`` workers; each piece sends all
-    filters in one JSON-RPC batch. A refused piece is split (as the provider suggested or in half) and its pieces
-    are retried; a filter refused as too wide is split into two filters for the rest of the walk.
+    The range is walked in pieces of ``sizer.size`` blocks by ``concurrency`` workers; each piece sends its
+    filters in one JSON-RPC batch (several when they are more than ``max_batch``) that starts with the header of the
+    piece's last block (see the module docstring). A refused piece is split (as the provider suggested or in half)
+    and its pieces are retried; a filter refused as too wide is split into two filters for the rest of the walk. A
+    piece whose node was behind, or whose logs ``decode`` found malformed, is sent again, up to ``attempts`` times:
+    then ``BlockNotAvailable`` is raised, or the last (complete) answer is decoded leniently.
     """
     if not filters or last < first:
         return []
     current_filters = list(filters)
-    found: list[Log] = []
+    found: list[T] = []
     pending: list[tuple[int, int]] = []
     cursor = first
     in_flight = 0
     changed = asyncio.Condition()
+    per_batch = max(1, max_batch - 1)  # one entry of each batch is the header check
 
     # a range no bigger than the provider's limit is still cut in ``concurrency`` pieces, so the workers share it
     fair_share = max(1, -(-(last - first + 1) // concurrency))
@@ -334,36 +410,63 @@ async def fetch_logs(
         cursor = end + 1
         return start, end
 
+    async def send(start: int, end: int, flts: list[LogFilter]) -> list[tuple[Any, list[Any]]]:
+        """(header of ``end``, the filters' results) per batch, each batch one request."""
+        check = ("eth_getBlockByNumber", [hex(end), False])
+        groups = [flts[i : i + per_batch] for i in range(0, len(flts), per_batch)]
+        sends = [
+            batch([check] + [("eth_getLogs", [{**flt, "fromBlock": hex(start), "toBlock": hex(end)}])
+                             for flt in group])
+            for group in groups
+        ]
+        replies = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        return [(reply[0], reply[1:]) for reply in replies]
+
     async def fetch_piece(start: int, end: int) -> None:
-        flts = list(current_filters)
-        calls = [("eth_getLogs", [{**flt, "fromBlock": hex(start), "toBlock": hex(end)}]) for flt in flts]
-        results = await batch(calls)
-        wide = [(flts[i], r) for i, r in enumerate(results) if isinstance(r, FilterTooLarge)]
-        if wide:
-            for flt, err in wide:
-                if flt in current_filters:
-                    try:
-                        halves = _split_filter(flt)
-                    except ValueError:
-                        raise err from None
-                    current_filters.remove(flt)
-                    current_filters.extend(halves)
-            pending.append((start, end))
+        last_error: ChainError | None = None
+        complete: list[Log] | None = None  # the logs of the last answer that covered the whole piece
+        for _ in range(max(1, attempts)):
+            flts = list(current_filters)
+            answers = await send(start, end, flts)
+            results = [r for _, group in answers for r in group]
+            wide = [(flts[i], r) for i, r in enumerate(results) if isinstance(r, FilterTooLarge)]
+            if wide:
+                for flt, err in wide:
+                    if flt in current_filters:
+                        try:
+                            halves = _split_filter(flt)
+                        except ValueError:
+                            raise err from None
+                        current_filters.remove(flt)
+                        current_filters.extend(halves)
+                pending.append((start, end))
+                return
+            refused = next((r for r in results if isinstance(r, RangeTooLarge)), None)
+            if refused is not None:
+                if start == end:
+                    raise refused
+                a, b = sizer.on_too_large(refused, start, end)
+                pending.append((b + 1, end))
+                pending.append((a, b))
+                return
+            try:
+                logs = _piece_logs(answers, end)
+            except (BlockNotAvailable, MalformedResponse) as exc:
+                last_error = exc
+                continue
+            complete = logs
+            try:
+                decoded = decode(logs, True)
+            except MalformedResponse as exc:
+                last_error = exc
+                continue
+            found.extend(decoded)
+            sizer.on_success(end - start + 1)
             return
-        refused = next((r for r in results if isinstance(r, RangeTooLarge)), None)
-        if refused is not None:
-            if start == end:
-                raise refused
-            a, b = sizer.on_too_large(refused, start, end)
-            pending.append((b + 1, end))
-            pending.append((a, b))
-            return
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            if not isinstance(r, list):
-                raise MalformedResponse(f"eth_getLogs returned {type(r).__name__}, not a list")
-            found.extend(r)
+        if complete is None:
+            assert last_error is not None
+            raise last_error
+        found.extend(decode(complete, False))  # every node answered it malformed: skip (and report) what is
         sizer.on_success(end - start + 1)
 
     async def worker() -> None:
