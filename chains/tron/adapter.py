@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -52,7 +53,6 @@ from chains.base import (
     BlockRef,
     CallReverted,
     Chain,
-    ChainError,
     ChainIdMismatch,
     FatalChainError,
     MalformedResponse,
@@ -73,10 +73,21 @@ SEL_TRANSFER = "a9059cbb"  # transfer(address,uint256)
 SEL_TRANSFER_FROM = "23b872dd"  # transferFrom(address,address,uint256)
 ZERO_ADDRESS_HEX = "41" + "00" * 20
 BLOCKS_PER_CALL = 100
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_BLOCK_NUMBER = 2**63 - 1  # PostgreSQL bigint
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
+MAX_AMOUNT = 2**256 - 1  # amounts and fees: NUMERIC(78, 0) holds it
+MAX_SYMBOL_CHARS = 32  # what the platform's tokens table keeps
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _NODE_BLOCK_RE = re.compile(r"Num:(\d+)")
 
 T = TypeVar("T")
+
+Check = Callable[[Any], None]
+"""A ``validate`` hook of :class:`chains.tron.client.TronHttpClient`: raises for an answer that cannot be right."""
+
+
+class _AnswerMalformed(MalformedResponse):
+    """A contract call's answer without a usable ``constant_result`` (the call itself went through)."""
 
 
 class TronCallFailed(CallReverted):
@@ -84,32 +95,41 @@ class TronCallFailed(CallReverted):
     not a fault of the node; not retried."""
 
 
-def _int(value: Any, what: str, default: int | None = None) -> int:
+def _int(value: Any, what: str, default: int | None = None, maximum: int | None = None) -> int:
+    """An integer field (proto3: absent is ``default``), in ``0..maximum`` when a maximum is given."""
     if value is None and default is not None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedResponse(f"{what}: expected an integer, got {type(value).__name__}")
+    if maximum is not None and not 0 <= value <= maximum:
+        raise MalformedResponse(f"{what}: {value} is out of range")
     return value
 
 
+def _hex64(value: Any) -> bool:
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
 def _block_ref(block: Any, what: str) -> BlockRef:
-    """BlockRef of a block JSON (proto3: ``number``/``timestamp`` absent mean 0)."""
+    """BlockRef of a block JSON (proto3: ``number``/``timestamp`` absent mean 0); impossible values are malformed
+    (a header cannot be skipped: the chain needs it)."""
     if not isinstance(block, dict):
         raise MalformedResponse(f"{what}: block is not an object")
     block_id = block.get("blockID")
     header = block.get("block_header")
     raw = header.get("raw_data") if isinstance(header, dict) else None
-    if not isinstance(block_id, str) or not _HEX64.match(block_id) or not isinstance(raw, dict):
+    if not _hex64(block_id) or not isinstance(raw, dict):
         raise MalformedResponse(f"{what}: block without blockID or block_header.raw_data")
+    assert isinstance(block_id, str)
     parent = raw.get("parentHash")
-    if not isinstance(parent, str) or not _HEX64.match(parent):
+    if not _hex64(parent):
         raise MalformedResponse(f"{what}: block without parentHash")
-    number = _int(raw.get("number"), f"{what} number", 0)
+    number = _int(raw.get("number"), f"{what} number", 0, MAX_BLOCK_NUMBER)
     if int(block_id[:16], 16) != number:
         raise MalformedResponse(f"{what}: blockID does not encode block number {number}")
-    timestamp_ms = _int(raw.get("timestamp"), f"{what} timestamp", 0)
+    timestamp_ms = _int(raw.get("timestamp"), f"{what} timestamp", 0, MAX_TIMESTAMP_MS)
     return BlockRef(
-        number=number, hash=block_id.lower(), parent_hash=parent.lower(), timestamp=timestamp_ms // 1000
+        number=number, hash=block_id.lower(), parent_hash=str(parent).lower(), timestamp=timestamp_ms // 1000
     )
 
 
@@ -121,22 +141,33 @@ def _outcome_of(info: dict[str, Any]) -> tuple[bool, int, int]:
     success = receipt.get("result") in (None, "SUCCESS")
     return (
         success,
-        _int(receipt.get("energy_usage_total"), "energy_usage_total", 0),
-        _int(info.get("fee"), "fee", 0),
+        _int(receipt.get("energy_usage_total"), "energy_usage_total", 0, MAX_AMOUNT),
+        _int(info.get("fee"), "fee", 0, MAX_AMOUNT),
     )
 
 
-def _decode_abi_string(hex_result: str) -> str:
-    data = bytes.fromhex(hex_result)
-    if len(data) >= 64:
-        offset = int.from_bytes(data[:32], "big")
-        if offset + 32 <= len(data):
-            length = int.from_bytes(data[offset : offset + 32], "big")
-            if offset + 32 + length <= len(data):
-                return data[offset + 32 : offset + 32 + length].decode("utf-8", "replace")
-    if len(data) == 32:  # bytes32 symbol (old tokens)
-        return data.rstrip(b"\0").decode("utf-8", "replace")
-    raise MalformedResponse("symbol(): result is neither an ABI string nor bytes32")
+def display_symbol(raw: bytes) -> str | None:
+    """A token's ``symbol()`` return as text to show: an ABI ``string``, or a ``bytes32`` (old tokens) without its
+    padding; valid UTF-8 without control characters, at most ``MAX_SYMBOL_CHARS`` characters (longer ones are cut).
+    None when it is neither (the caller shows ``""``)."""
+    text: bytes | None = None
+    if len(raw) >= 64:
+        offset = int.from_bytes(raw[:32], "big")
+        if offset <= len(raw) - 32:
+            length = int.from_bytes(raw[offset : offset + 32], "big")
+            if offset + 32 + length <= len(raw):
+                text = raw[offset + 32 : offset + 32 + length]
+    if text is None and len(raw) == 32:
+        text = raw.rstrip(b"\0")
+    if text is None:
+        return None
+    try:
+        symbol = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(unicodedata.category(c) == "Cc" for c in symbol):
+        return None  # NUL among them: PostgreSQL text cannot hold it
+    return symbol[:MAX_SYMBOL_CHARS]
 
 
 class TronAdapter:
@@ -181,9 +212,30 @@ class TronAdapter:
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    async def _call(self, path: str, body: dict[str, Any] | None = None, *, expect: type = dict) -> Any:
+    async def _call(
+        self, path: str, body: dict[str, Any] | None = None, *, expect: type = dict, validate: Check | None = None
+    ) -> Any:
         async with self._semaphore:
-            return await self._client.call(path, body, expect=expect)
+            return await self._client.call(path, body, expect=expect, validate=validate)
+
+    async def _checked(
+        self, path: str, body: dict[str, Any], *, must: Check, strict: Check | None = None, expect: type = dict
+    ) -> Any:
+        """The answer to ``path``, which ``must`` accepts (complete, well-formed headers: what the answer cannot do
+        without) and ``strict`` too (items that could be skipped): a refused answer is asked elsewhere (the client's
+        ``validate``). When every endpoint answered items ``strict`` refuses, it is asked once more with ``must``
+        only, for the lenient decoding to skip and report them."""
+        if strict is None:
+            return await self._call(path, body, expect=expect, validate=must)
+
+        def both(value: Any) -> None:
+            must(value)
+            strict(value)
+
+        try:
+            return await self._call(path, body, expect=expect, validate=both)
+        except MalformedResponse:
+            return await self._call(path, body, expect=expect, validate=must)
 
     async def _gather(self, items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) -> list[Any]:
         return list(await asyncio.gather(*(fn(item) for item in items)))
@@ -236,7 +288,14 @@ class TronAdapter:
         return _block_ref(block, "walletsolidity/getnowblock").number
 
     async def block_ref(self, number: int) -> BlockRef | None:
-        block = await self._call("/wallet/getblock", {"id_or_num": str(number), "detail": False})
+        """The block at ``number``, or None when the node that answered has none there (yet): callers treat that as
+        retryable, never as an empty block."""
+
+        def check(block: Any) -> None:
+            if block:
+                _block_ref(block, f"getblock {number}")
+
+        block = await self._call("/wallet/getblock", {"id_or_num": str(number), "detail": False}, validate=check)
         if not block:
             return None
         ref = _block_ref(block, f"getblock {number}")
@@ -244,41 +303,76 @@ class TronAdapter:
             raise MalformedResponse(f"getblock {number}: answered block {ref.number}")
         return ref
 
-    async def _blocks(self, first: int, last: int) -> list[dict[str, Any]]:
-        """Raw blocks ``first..last`` (fewer when the chain ends earlier), contiguous, in order."""
+    async def _blocks(
+        self, first: int, last: int, strict: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Raw blocks ``first..last``, exactly: a node that is behind answers ``getblockbylimitnext`` short (or
+        ``{}``) above its head, which is ``BlockNotAvailable`` (asked elsewhere, then raised), never the end of the
+        chain. ``strict`` checks each block's transactions."""
         chunks = [(s, min(s + BLOCKS_PER_CALL, last + 1)) for s in range(first, last + 1, BLOCKS_PER_CALL)]
 
-        async def fetch(chunk: tuple[int, int]) -> list[Any]:
-            got = await self._call("/wallet/getblockbylimitnext", {"startNum": chunk[0], "endNum": chunk[1]})
-            blocks = got.get("block", [])
-            if not isinstance(blocks, list):
-                raise MalformedResponse("getblockbylimitnext: 'block' is not a list")
+        async def fetch(chunk: tuple[int, int]) -> list[dict[str, Any]]:
+            start, end = chunk
+
+            def must(got: Any) -> None:
+                blocks = got.get("block")
+                if not isinstance(blocks, list) or len(blocks) != end - start:
+                    have = len(blocks) if isinstance(blocks, list) else 0
+                    raise BlockNotAvailable(
+                        f"tron: blocks {start}..{end - 1}: the node that answered has {have} of them (behind)"
+                    )
+                previous: BlockRef | None = None
+                for offset, block in enumerate(blocks):
+                    ref = _block_ref(block, f"getblockbylimitnext block {start + offset}")
+                    if ref.number != start + offset:
+                        raise MalformedResponse(
+                            f"getblockbylimitnext: expected block {start + offset}, got {ref.number}"
+                        )
+                    if previous is not None and ref.parent_hash != previous.hash:
+                        raise MalformedResponse(f"getblockbylimitnext: block {ref.number} does not link to its parent")
+                    previous = ref
+
+            def strict_check(got: Any) -> None:
+                if strict is not None:
+                    for block in got["block"]:
+                        strict(block)
+
+            got = await self._checked("/wallet/getblockbylimitnext", {"startNum": start, "endNum": end},
+                                      must=must, strict=strict_check if strict is not None else None)
+            blocks: list[dict[str, Any]] = got["block"]
             return blocks
 
         out: list[dict[str, Any]] = []
-        for (_start, end), blocks in zip(chunks, await self._gather(chunks, fetch), strict=True):
-            for block in blocks:
-                expected = first + len(out)
-                ref = _block_ref(block, f"getblockbylimitnext block {expected}")
-                if ref.number != expected:
-                    raise MalformedResponse(
-                        f"getblockbylimitnext: expected block {expected}, got {ref.number}"
-                    )
-                out.append(block)
-            if first + len(out) < end:
-                break  # a short chunk: the chain ends here
+        for blocks in await self._gather(chunks, fetch):
+            out.extend(blocks)
         return out
+
+    async def _block_by_id(
+        self, ref: BlockRef, strict: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """The block ``ref`` (transactions included), by its ID: a node that does not know it (behind, or on another
+        fork) answers ``{}``: ``BlockNotAvailable``, asked elsewhere, then raised. Never another block of the same
+        height."""
+
+        def must(block: Any) -> None:
+            if not block:
+                raise BlockNotAvailable(f"tron: block {ref.number} {ref.hash} is not known to the node that answered")
+            if _block_ref(block, f"getblockbyid {ref.number}") != ref:
+                raise MalformedResponse(f"getblockbyid {ref.hash}: answered another block")
+
+        block: dict[str, Any] = await self._checked(
+            "/wallet/getblockbyid", {"value": ref.hash}, must=must, strict=strict
+        )
+        return block
 
     async def block_refs(self, first: int, last: int) -> list[BlockRef]:
         if last < first:
             return []
         return [_block_ref(b, "getblockbylimitnext") for b in await self._blocks(first, last)]
 
-    async def transfers(
-        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
-    ) -> list[Transfer]:
-        if last < first:
-            return []
+    def _hex_sets(
+        self, watched: frozenset[str], tokens: frozenset[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
         watched_hex: dict[str, str] = {}
         for address in watched:
             try:
@@ -291,39 +385,114 @@ class TronAdapter:
                 token_hex[to_hex20(token)] = token
             except ValueError:
                 self._skip("invalid_token_address")
+        return watched_hex, token_hex
 
-        blocks = await self._blocks(first, last)
-        with_txs = [b for b in blocks if b.get("transactions")]
-
-        async def infos_of(block: dict[str, Any]) -> list[Any]:
-            number = _block_ref(block, "block").number
-            infos: list[Any] = await self._call(
-                "/wallet/gettransactioninfobyblocknum", {"num": number}, expect=list
-            )
-            return infos
-
-        infos_by_block = dict(
-            zip((id(b) for b in with_txs), await self._gather(with_txs, infos_of), strict=True)
-        )
-        out: list[Transfer] = []
-        for block in blocks:
-            if block.get("transactions"):
-                out.extend(self._block_transfers(block, infos_by_block[id(block)], watched_hex, token_hex,
-                                                 native=native))
-        out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
-        return out
+    async def transfers(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
+    ) -> list[Transfer]:
+        if last < first:
+            return []
+        watched_hex, token_hex = self._hex_sets(watched, tokens)
+        blocks = await self._blocks(first, last, self._strict_block(watched_hex, token_hex, native))
+        return await self._transfers_in(blocks, watched_hex, token_hex, native=native)
 
     async def block_transfers(
         self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
+        """Transfers of exactly ``blocks``, each read by its ID (``/wallet/getblockbyid``), with the transaction
+        infos of its height, which must be those of that block's transactions (same set, same block time)."""
         if not blocks:
             return []
-        hashes = {b.number: b.hash for b in blocks}
-        found = await self.transfers(blocks[0].number, blocks[-1].number, watched, tokens, native=native)
-        for t in found:
-            if hashes.get(t.block_number) != t.block_hash:
-                raise BlockNotAvailable(f"tron: block {t.block_number} answered from another fork")
-        return found
+        watched_hex, token_hex = self._hex_sets(watched, tokens)
+        strict = self._strict_block(watched_hex, token_hex, native)
+        raw = await self._gather(blocks, lambda ref: self._block_by_id(ref, strict))
+        return await self._transfers_in(raw, watched_hex, token_hex, native=native)
+
+    async def _transfers_in(
+        self, blocks: list[dict[str, Any]], watched_hex: dict[str, str], token_hex: dict[str, str], *, native: bool
+    ) -> list[Transfer]:
+        with_txs = [b for b in blocks if b.get("transactions")]
+        infos = await self._gather(with_txs, self._infos_of)
+        out: list[Transfer] = []
+        for block, block_infos in zip(with_txs, infos, strict=True):
+            out.extend(self._block_transfers(block, block_infos, watched_hex, token_hex, native=native))
+        out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
+        return out
+
+    async def _infos_of(self, block: dict[str, Any]) -> list[Any]:
+        """The transaction infos of ``block``, asked by its height: they must be exactly those of its transactions,
+        in a block of its time. A node that is behind answers ``[]``, one on another fork the infos of another
+        block: ``BlockNotAvailable`` (asked elsewhere, then raised), never "no transfer"."""
+        ref = _block_ref(block, "block")
+        txs = block.get("transactions")
+        if not isinstance(txs, list):
+            raise MalformedResponse(f"block {ref.number}: transactions is not a list")
+        tx_ids = [tx.get("txID") for tx in txs if isinstance(tx, dict) and _hex64(tx.get("txID"))]
+        timestamp_ms = block["block_header"]["raw_data"].get("timestamp", 0)
+
+        def must(infos: Any) -> None:
+            ids = [i.get("id") if isinstance(i, dict) else None for i in infos]
+            if len(infos) != len(txs) or not set(tx_ids) <= set(ids):
+                raise BlockNotAvailable(
+                    f"tron: block {ref.number}: the node that answered has transaction infos for {len(infos)} of its "
+                    f"{len(txs)} transactions (behind, or on another fork)"
+                )
+            for info in infos:
+                number, at = info.get("blockNumber"), info.get("blockTimeStamp")
+                if (number is not None and number != ref.number) or (at is not None and at != timestamp_ms):
+                    raise BlockNotAvailable(
+                        f"tron: block {ref.number}: transaction infos of another block (the node is on another fork)"
+                    )
+
+        def strict(infos: Any) -> None:
+            for info in infos:
+                if not _hex64(info.get("id")):
+                    raise MalformedResponse(f"block {ref.number}: a transaction info without a valid id")
+                _outcome_of(info)
+
+        infos: list[Any] = await self._checked(
+            "/wallet/gettransactioninfobyblocknum", {"num": ref.number}, must=must, strict=strict, expect=list
+        )
+        return infos
+
+    def _strict_block(
+        self, watched_hex: dict[str, str], token_hex: dict[str, str], native: bool
+    ) -> Callable[[dict[str, Any]], None]:
+        """The check of a block's transactions that could be skipped: each needs a 64-hex ID, and a TRX transfer of
+        a watched wallet a non-negative integer amount and valid addresses."""
+
+        def check(block: dict[str, Any]) -> None:
+            txs = block.get("transactions", [])
+            if not isinstance(txs, list):
+                raise MalformedResponse("block: transactions is not a list")
+            for tx in txs:
+                if not isinstance(tx, dict) or not _hex64(tx.get("txID")):
+                    raise MalformedResponse("block: a transaction without a valid txID")
+                if native:
+                    self._trx_transfer(tx, watched_hex, strict=True)
+
+        return check
+
+    def _trx_transfer(
+        self, tx: dict[str, Any], watched_hex: dict[str, str], *, strict: bool
+    ) -> tuple[str, str, int] | None:
+        """(from hex20, to hex20, amount) of a TRX ``TransferContract`` touching a watched wallet. A malformed one
+        raises when ``strict``, else it is skipped and reported."""
+        contract = self._contract_of(tx)
+        if contract is None or contract[0] != "TransferContract":
+            return None
+        value = contract[1]
+        try:
+            from_hex, to_hex = to_hex20(value["owner_address"]), to_hex20(value["to_address"])
+            if from_hex not in watched_hex and to_hex not in watched_hex:
+                return None
+            amount = _int(value.get("amount"), "amount", 0, MAX_AMOUNT)
+        except (KeyError, ValueError, TypeError, MalformedResponse) as exc:
+            if strict:
+                raise MalformedResponse(f"transaction {str(tx.get('txID'))[:64]}: malformed TRX transfer") from exc
+            self._skip("malformed_trx_transfer", str(tx.get("txID"))[:64])
+            return None
+        return from_hex, to_hex, amount
 
     def _block_transfers(
         self,
@@ -334,54 +503,60 @@ class TronAdapter:
         *,
         native: bool = True,
     ) -> list[Transfer]:
+        """Transfers of one block with its transaction infos (checked to be that block's). Transactions with
+        impossible values are skipped and reported (they were asked elsewhere first)."""
         ref = _block_ref(block, "block")
         txs = block["transactions"]
         if not isinstance(txs, list):
             raise MalformedResponse(f"block {ref.number}: transactions is not a list")
         by_id: dict[str, dict[str, Any]] = {}
         for info in infos:
-            if isinstance(info, dict) and isinstance(info.get("id"), str):
+            if isinstance(info, dict) and _hex64(info.get("id")):
                 by_id[info["id"]] = info
-        tx_ids = [tx.get("txID") if isinstance(tx, dict) else None for tx in txs]
-        if len(infos) != len(txs) or set(by_id) != set(tx_ids):
-            raise MalformedResponse(
-                f"block {ref.number}: transaction infos do not match the block's transactions (reorg between calls?)"
-            )
         out: list[Transfer] = []
         logs_before = 0
         for tx_index, tx in enumerate(txs):
-            info = by_id[tx["txID"]]
-            success, gas_used, fee = _outcome_of(info)
+            tx_id = str(tx.get("txID")) if isinstance(tx, dict) else ""
+            info = by_id.get(tx_id) if _hex64(tx_id) else None
+            if info is None:
+                self._skip("malformed_transaction", f"block {ref.number} tx {tx_index}")
+                # its logs still count: the indexes of the block's later logs must not move (infos come in the
+                # block's order, one per transaction)
+                same = infos[tx_index] if len(infos) == len(txs) and isinstance(infos[tx_index], dict) else {}
+                logs_before += len(same.get("log", [])) if isinstance(same.get("log"), list) else 0
+                continue
+            try:
+                success, gas_used, fee = _outcome_of(info)
+            except MalformedResponse:
+                self._skip("malformed_transaction_info", tx_id)
+                logs = info.get("log", [])
+                logs_before += len(logs) if isinstance(logs, list) else 0
+                continue
             timestamp_ms = info.get("blockTimeStamp")
+            if not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+                timestamp_ms = ref.timestamp * 1000
             common: dict[str, Any] = {
-                "tx_hash": tx["txID"],
+                "tx_hash": tx_id.lower(),
                 "block_number": ref.number,
                 "block_hash": ref.hash,
                 "tx_index": tx_index,
-                "block_timestamp": timestamp_ms // 1000 if isinstance(timestamp_ms, int) else ref.timestamp,
+                "block_timestamp": timestamp_ms // 1000,
                 "gas_used": gas_used,
                 "gas_price": fee,
             }
             # (log_index, from hex20, to hex20, amount, token or None, success) of this transaction
             found: list[tuple[int, str, str, int, str | None, bool]] = []
 
+            if native:
+                trx = self._trx_transfer(tx, watched_hex, strict=False)
+                if trx is not None:
+                    found.append((NATIVE_LOG_INDEX, trx[0], trx[1], trx[2], None, success))
             contract = self._contract_of(tx)
-            if contract is not None:
-                kind, value = contract
-                if kind == "TransferContract" and native:
-                    try:
-                        from_hex, to_hex = to_hex20(value["owner_address"]), to_hex20(value["to_address"])
-                        amount = _int(value.get("amount"), "amount", 0)
-                    except (KeyError, ValueError, TypeError, ChainError):
-                        self._skip("malformed_trx_transfer")
-                    else:
-                        if from_hex in watched_hex or to_hex in watched_hex:
-                            found.append((NATIVE_LOG_INDEX, from_hex, to_hex, amount, None, success))
-                elif kind == "TriggerSmartContract" and not success and token_hex:
-                    failed = self._failed_token_call(value, token_hex, watched_hex)
-                    if failed is not None:
-                        token, from_hex, to_hex, amount = failed
-                        found.append((logs_before, from_hex, to_hex, amount, token, False))
+            if contract is not None and contract[0] == "TriggerSmartContract" and not success and token_hex:
+                failed = self._failed_token_call(contract[1], token_hex, watched_hex)
+                if failed is not None:
+                    token, from_hex, to_hex, amount = failed
+                    found.append((logs_before, from_hex, to_hex, amount, token, False))
 
             logs = info.get("log", [])
             if not isinstance(logs, list):
@@ -484,23 +659,36 @@ class TronAdapter:
             return await self._call("/wallet/gettransactioninfobyid", {"value": tx_hash})
 
         infos = dict(zip(tx_hashes, await self._gather(tx_hashes, info_of), strict=True))
-        found = {h: i for h, i in infos.items() if i}
-        numbers = sorted({_int(i.get("blockNumber"), "blockNumber", 0) for i in found.values()})
+        found: dict[str, dict[str, Any]] = {}
+        for tx_hash, info in infos.items():
+            if not info:
+                continue  # not mined, or not known to the node that answered: asked again later
+            try:
+                _int(info.get("blockNumber"), "blockNumber", 0, MAX_BLOCK_NUMBER)
+                _outcome_of(info)
+            except MalformedResponse:
+                self._skip("malformed_transaction_info", tx_hash)
+                continue
+            found[tx_hash] = info
+        numbers = sorted({int(i.get("blockNumber", 0)) for i in found.values()})
 
         async def block_of(number: int) -> Any:
-            return await self._call("/wallet/getblockbynum", {"num": number})
+            def must(block: Any) -> None:
+                if not block:  # the info said the transaction is there: this node lacks the block (behind)
+                    raise BlockNotAvailable(f"tron: block {number} is not available on the node that answered")
+                _block_ref(block, f"getblockbynum {number}")
+
+            return await self._call("/wallet/getblockbynum", {"num": number}, validate=must)
 
         blocks = dict(zip(numbers, await self._gather(numbers, block_of), strict=True))
         out: dict[str, TxReceipt] = {}
         for tx_hash, info in found.items():
-            number = _int(info.get("blockNumber"), "blockNumber", 0)
+            number = int(info.get("blockNumber", 0))
             block = blocks[number]
-            if not block:
-                continue  # reorged away between the calls
             ref = _block_ref(block, f"getblockbynum {number}")
             ids = [tx.get("txID") for tx in block.get("transactions", []) if isinstance(tx, dict)]
             if tx_hash not in ids:
-                continue
+                continue  # reorged away between the calls
             success, gas_used, fee = _outcome_of(info)
             out[tx_hash] = TxReceipt(
                 tx_hash=tx_hash,
@@ -532,26 +720,41 @@ class TronAdapter:
             raise TronCallFailed(f"{signature} on {token} failed: {code} {message}"[:300])
         constant = got.get("constant_result")
         if not isinstance(constant, list) or not constant or not isinstance(constant[0], str):
-            raise MalformedResponse(f"{signature} on {token}: no constant_result")
+            raise _AnswerMalformed(f"{signature} on {token}: no constant_result")
         value = constant[0]
         if len(value) % 2 or any(c not in "0123456789abcdefABCDEF" for c in value):
-            raise MalformedResponse(f"{signature} on {token}: constant_result is not hex")
+            raise _AnswerMalformed(f"{signature} on {token}: constant_result is not hex")
         return value
 
     async def token_info(self, token_address: str) -> TokenInfo:
         token = self.normalise_address(token_address)
-        try:
-            symbol_hex, decimals_hex = await asyncio.gather(
-                self._constant_call(token, "symbol()"), self._constant_call(token, "decimals()")
-            )
-        except CallReverted as exc:
-            raise FatalChainError(f"tron: token {token} is not a TRC20 contract on this chain: {exc}") from exc
+        symbol, decimals_hex = await asyncio.gather(self._symbol(token), self._decimals(token))
         if len(decimals_hex) != 64:
             raise FatalChainError(f"decimals() on {token}: not a uint")
         decimals = int(decimals_hex, 16)
         if decimals > 77:
             raise FatalChainError(f"decimals() on {token}: {decimals} is not a plausible value")
-        return TokenInfo(address=token, symbol=_decode_abi_string(symbol_hex), decimals=decimals)
+        if symbol is None:
+            self._skip("undecodable_symbol", token)
+        return TokenInfo(address=token, symbol=symbol or "", decimals=decimals)
+
+    async def _decimals(self, token: str) -> str:
+        try:
+            return await self._constant_call(token, "decimals()")
+        except CallReverted as exc:
+            raise FatalChainError(f"tron: token {token} is not a TRC20 contract on this chain: {exc}") from exc
+
+    async def _symbol(self, token: str) -> str | None:
+        """``symbol()`` as text to show, None when it reverts or answers something that is not a symbol: it is
+        display-only and never holds indexing back. Endpoint faults are raised as usual (retried)."""
+        try:
+            return display_symbol(bytes.fromhex(await self._constant_call(token, "symbol()")))
+        except CallReverted:
+            return None
+        except MalformedResponse as exc:
+            if isinstance(exc, _AnswerMalformed):
+                return None
+            raise
 
     async def balances(self, addresses: list[str], tokens: list[str]) -> dict[tuple[str, str | None], int]:
         async def native(address: str) -> int:

@@ -156,6 +156,7 @@ class Token:
     decimals: int
     name: str
     balances: dict[str, int] = field(default_factory=dict)  # base58 -> raw
+    symbol_answer: str | None = None  # symbol()'s constant_result verbatim (hex), or "revert"; None: the ABI string
 
     @property
     def total_supply(self) -> int:
@@ -422,10 +423,14 @@ class TronSimulator:
         self.trx[addr] = self.trx.get(addr, 0) + amount_sun
         self.activated.setdefault(addr, self.blocks[-1].timestamp_ms)
 
-    def deploy_trc20(self, symbol: str, decimals: int, name: str | None = None) -> str:
+    def deploy_trc20(
+        self, symbol: str, decimals: int, name: str | None = None, *, symbol_answer: str | None = None
+    ) -> str:
+        """A TRC20 token. ``symbol_answer``: what ``symbol()`` answers instead of the ABI string ``symbol`` (hex
+        verbatim, or ``"revert"``), as some real tokens do."""
         self._nonce += 1
         address = to_base58(bytes.fromhex(_sha("contract", self._seed, self._nonce, symbol)[:40]))
-        self.tokens[address] = Token(address, symbol, decimals, name or symbol)
+        self.tokens[address] = Token(address, symbol, decimals, name or symbol, symbol_answer=symbol_answer)
         return address
 
     def mint(self, token: str, to: str, amount: int) -> None:
@@ -961,8 +966,14 @@ class TronSimulator:
             result = _uint_word(token.balances.get(word_to_base58(args), 0))
         elif selector == SEL_DECIMALS:
             result = _uint_word(token.decimals)
+        elif selector == SEL_SYMBOL and token.symbol_answer == "revert":
+            return {
+                "result": {"code": "CONTRACT_EXE_ERROR", "message": b"REVERT opcode executed".hex()},
+                "energy_used": 170,
+                "constant_result": [""],
+            }
         elif selector == SEL_SYMBOL:
-            result = _abi_string(token.symbol)
+            result = _abi_string(token.symbol) if token.symbol_answer is None else token.symbol_answer
         elif selector == SEL_NAME:
             result = _abi_string(token.name)
         elif selector == SEL_TOTAL_SUPPLY:

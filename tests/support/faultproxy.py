@@ -24,6 +24,11 @@ real one, the way geth answers:
 ``injected["lagging"]`` counts the requests answered that way, ``injected["lag_hidden"]`` the entries whose answer it
 changed (a ``null``, a clamped range, an error, a lower number).
 
+Impossible values (a node serving corrupt data): with probability ``corrupt`` per request, and always for the
+transactions in ``corrupt_txs``, logs get a ``logIndex`` of 2^31 (beyond PostgreSQL's ``integer``) and transactions in
+full blocks a ``transactionIndex`` of 2^31; blocks numbered in ``corrupt_headers`` get a ``timestamp`` of 2^64 - 1
+(beyond any ``datetime``). ``injected["corrupt"]`` counts the values changed.
+
 The proxy accepts any path and query, so a URL can carry a fake API key (``proxy.url_with("/v3/KEY?apikey=KEY")``).
 """
 
@@ -67,6 +72,14 @@ class Faults:
     # a node behind the others, answering this share of the requests (its own draw, after the transport faults)
     lagging: float = 0.0
     lag_blocks: int = 3
+    # impossible values
+    corrupt: float = 0.0
+    corrupt_txs: frozenset[str] = frozenset()
+    corrupt_headers: frozenset[int] = frozenset()
+
+
+OUT_OF_INT32 = hex(2**31)
+OUT_OF_DATETIME = hex(2**64 - 1)
 
 
 LATEST_TAGS = ("latest", "pending")
@@ -246,6 +259,7 @@ class FaultProxy:
             draw -= f.server_error
         truncate = faultable and draw < f.truncate
         lag = await self._lag_view(entries) if f.lagging and self._rng.random() < f.lagging else None
+        corrupt = bool(f.corrupt) and self._rng.random() < f.corrupt
 
         replies: dict[int, dict[str, Any]] = {}
         forward: list[dict[str, Any]] = []
@@ -269,7 +283,7 @@ class FaultProxy:
                 reply = upstream_by_id[entry.get("id")]
                 if lag is not None:
                     reply = self._lag_reply(lag, entry, reply)
-                replies[pos] = self._rewrite(entry, reply)
+                replies[pos] = self._corrupt(entry, self._rewrite(entry, reply), corrupt)
         out = [replies[pos] for pos in range(len(entries))]
         raw = orjson.dumps(out if is_batch else out[0])
         if truncate:
@@ -362,6 +376,40 @@ class FaultProxy:
             if len(kept) != len(result):
                 self.injected["lag_hidden"] += 1
                 return {**reply, "result": kept}
+        return reply
+
+    # ------------------------------------------------------------------------------------------- corruption
+
+    def _corrupt(self, entry: dict[str, Any], reply: dict[str, Any], always: bool) -> dict[str, Any]:
+        f = self.faults
+        method, result = entry.get("method"), reply.get("result")
+
+        def hit(tx_hash: Any) -> bool:
+            return always or (isinstance(tx_hash, str) and tx_hash.lower() in f.corrupt_txs)
+
+        if method == "eth_getLogs" and isinstance(result, list):
+            logs = []
+            for log in result:
+                if isinstance(log, dict) and hit(log.get("transactionHash")):
+                    self.injected["corrupt"] += 1
+                    log = {**log, "logIndex": OUT_OF_INT32}
+                logs.append(log)
+            return {**reply, "result": logs}
+        if method in ("eth_getBlockByNumber", "eth_getBlockByHash") and isinstance(result, dict):
+            block = dict(result)
+            if int(block.get("number", "0x0"), 16) in f.corrupt_headers:
+                self.injected["corrupt"] += 1
+                block["timestamp"] = OUT_OF_DATETIME
+            txs = block.get("transactions")
+            if isinstance(txs, list) and txs and isinstance(txs[0], dict):
+                changed = []
+                for tx in txs:
+                    if hit(tx.get("hash")):
+                        self.injected["corrupt"] += 1
+                        tx = {**tx, "transactionIndex": OUT_OF_INT32}
+                    changed.append(tx)
+                block["transactions"] = changed
+            return {**reply, "result": block}
         return reply
 
     # ------------------------------------------------------------------------------------------- log limits
