@@ -249,8 +249,26 @@ def test_alert_expressions_use_only_exported_metrics() -> None:
     # the brief's alerts are all there
     for name in ("citadel_watcher_up", "citadel_reorg_too_deep_total", "citadel_sync_lag_blocks",
                  "citadel_chain_head_block", "citadel_chain_finalized_stalled", "citadel_rpc_requests_total",
-                 "citadel_skipped_items_total", "citadel_wallets_invalid", "citadel_backfill_remaining_blocks"):
+                 "citadel_skipped_items_total", "citadel_wallets_invalid", "citadel_backfill_remaining_blocks",
+                 # replicas, degraded chains, dropped platform transactions, wallet backfills
+                 "citadel_chain_degraded", "citadel_rpc_endpoint_up", "citadel_chain_writer", "citadel_writer_epoch",
+                 "citadel_writer_lease_lost_total", "citadel_platform_transactions_dropped_total",
+                 "citadel_wallet_backfills_pending"):
         assert name in used, name
+
+
+# Gauges only the chain's writer updates; a replica that lost the lease keeps exporting the values it last had.
+WRITER_ONLY_GAUGES = ("citadel_sync_lag_blocks", "citadel_chain_head_block", "citadel_chain_finalized_stalled",
+                      "citadel_backfill_remaining_blocks", "citadel_wallet_backfills_pending",
+                      "citadel_wallet_backfill_remaining_blocks", "citadel_wallets_invalid")
+
+
+def test_alerts_on_writer_only_gauges_leave_standby_replicas_out() -> None:
+    """With several replicas, a rule on a gauge only the writer updates must join on the writer (citadel_watcher_up
+    or citadel_chain_writer), or a standby's stale value fires it for ever."""
+    for expr in _expressions(ALERTS.read_text()):
+        if any(re.search(rf"\b{name}\b", expr) for name in WRITER_ONLY_GAUGES):
+            assert re.search(r"on \(chain, instance\) citadel_(watcher_up|chain_writer)\b", expr), expr
 
 
 def test_alert_label_matchers_name_real_labels_and_chains() -> None:
@@ -281,3 +299,16 @@ def test_every_alert_has_a_promtool_test() -> None:
     tested = set(re.findall(r"^\s*alertname:\s*(\w+)", ALERTS_TEST.read_text(), re.M))
     assert alerts - tested == set(), f"alerts without a unit test in alerts_test.yml: {sorted(alerts - tested)}"
     assert tested <= alerts, f"alerts_test.yml tests alerts that do not exist: {sorted(tested - alerts)}"
+
+
+def test_every_alert_is_tested_firing_and_quiet() -> None:
+    """alerts_test.yml shows each alert firing and, at least once, expected not to fire."""
+    shown: dict[str, set[bool]] = {}
+    alert = None
+    for line in ALERTS_TEST.read_text().splitlines():
+        if match := re.match(r"^\s*alertname:\s*(\w+)", line):
+            alert = match.group(1)
+        elif (match := re.match(r"^\s*exp_alerts:\s*(\S*)", line)) and alert is not None:
+            shown.setdefault(alert, set()).add(match.group(1) != "[]")
+    incomplete = sorted(name for name, cases in shown.items() if cases != {True, False})
+    assert not incomplete, f"alerts not shown both firing and quiet in alerts_test.yml: {incomplete}"
