@@ -82,7 +82,7 @@ async def test_tron_daemon_behind_a_lagging_load_balancer_writes_every_transfer_
                 sim.transfer_trx(people[3], people[i % 3], 100 + i)
             sim.produce_block()
 
-        for i in range(30):
+        for i in range(20):
             arrive(i)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
         env.update({
@@ -100,15 +100,15 @@ async def test_tron_daemon_behind_a_lagging_load_balancer_writes_every_transfer_
         daemons.append(daemon)
         daemon.start()
         await eventually(lambda: _cursor_at_least(pool, sim.head_number, "tron"), timeout_s=30)
-        for i in range(30, 45):
+        for i in range(20, 45):
             arrive(i)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         # a fork replacing three followed blocks, one transfer moving to another block of the new branch; a node
         # three blocks behind may still answer from the old branch
         sim.fork(3, [TrxTransfer(people[3], people[0], 4242)], new_blocks=4)
         for i in range(45, 50):
             arrive(i)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         await eventually(lambda: _cursor_at_least(pool, sim.head_number, "tron"), timeout_s=30)
         assert daemon.stop() == 0
         assert await actual_rows(pool, "tron") == expected_tron_rows(sim, wallets, {usdt})

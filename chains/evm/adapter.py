@@ -366,22 +366,25 @@ class EvmAdapter:
     ) -> list[dict[str, Any]]:
         """Blocks ``numbers``, each present: a ``null`` (the node that answered lacks it) is asked again, elsewhere
         when possible, and ``BlockNotAvailable`` after the attempts. ``strict`` checks a full block's transactions."""
-        wanted = {hex(n) for n in numbers}
+        wanted = set(numbers)
+        checked: dict[int, int] = {}  # id of an accepted block -> its number (the catch-up scan reads thousands)
 
         def check(block: Any) -> None:
             if block is None:
                 raise BlockNotAvailable(f"{self.chain}: a block is not available on the node that answered")
             ref = _block_ref(block)
-            if hex(ref.number) not in wanted:
+            if ref.number not in wanted:
                 raise MalformedResponse(f"{self.chain}: answered block {ref.number}, which was not asked for")
             if strict is not None:
                 strict(block)
+            checked[id(block)] = ref.number
 
         blocks = await self._ask([("eth_getBlockByNumber", [hex(n), full]) for n in numbers], check)
         for n, block in zip(numbers, blocks, strict=True):
             if block is None:
                 raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node that answered")
-            if _block_ref(block).number != n:
+            number = checked.get(id(block))
+            if (number if number is not None else _block_ref(block).number) != n:
                 raise MalformedResponse(f"{self.chain}: asked for block {n}, the node answered another")
         return list(blocks)
 
@@ -688,16 +691,19 @@ class EvmAdapter:
         self, first: int, last: int, watched: frozenset[str]
     ) -> list[Transfer]:
         candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        scanned: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {}  # id of a checked block -> candidates
 
         def strict(block: Any) -> None:
-            self._native_candidates(block, watched, strict=True)
+            scanned[id(block)] = self._native_candidates(block, watched, strict=True)
 
         # Full BSC blocks are big (hundreds of transactions): fetch a window at a time, keep only candidates.
         window = self.rpc.max_batch * max(1, self.concurrency)
         for start in range(first, last + 1, window):
             numbers = range(start, min(last, start + window - 1) + 1)
             for block in await self._blocks_by_number(numbers, full=True, strict=strict):
-                candidates += self._native_candidates(block, watched, strict=False)
+                found = scanned.pop(id(block), None)
+                candidates += found if found is not None else self._native_candidates(block, watched, strict=False)
+            scanned.clear()
         return await self._native_transfers(candidates)
 
     async def _native_transfers(self, candidates: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Transfer]:
@@ -759,16 +765,18 @@ class EvmAdapter:
         self, block: Any, watched: frozenset[str], *, strict: bool
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(block, tx) of the value-carrying transactions in ``block`` that touch ``watched``. A candidate with
-        impossible values raises ``MalformedResponse`` when ``strict``, and is otherwise skipped and reported; a
-        header with impossible values always raises (the chain needs it)."""
-        ref = _block_ref(block)
+        impossible values raises ``MalformedResponse`` when ``strict``, and is otherwise skipped and reported. The
+        header is the caller's to check (it cannot be skipped: the chain needs it)."""
+        if not isinstance(block, dict):
+            raise MalformedResponse(f"{self.chain}: a block is not an object")
+        where = f"block {str(block.get('number'))[:20]}"  # the caller checked the header
         txs = block.get("transactions")
         if not isinstance(txs, list):
-            raise MalformedResponse(f"{self.chain}: block {ref.number} has no transaction list")
+            raise MalformedResponse(f"{self.chain}: {where} has no transaction list")
         out = []
         for tx in txs:
             if not isinstance(tx, dict):
-                raise MalformedResponse(f"{self.chain}: block {ref.number} lists hashes, not transactions")
+                raise MalformedResponse(f"{self.chain}: {where} lists hashes, not transactions")
             if str(tx.get("from", "")).lower() not in watched and str(tx.get("to") or "").lower() not in watched:
                 continue
             value = tx.get("value")
@@ -789,8 +797,8 @@ class EvmAdapter:
                         raise MalformedResponse(f"tx.{side}: not an address")
             except MalformedResponse as exc:
                 if strict:
-                    raise MalformedResponse(f"{self.chain}: block {ref.number}: {exc}") from None
-                self.observer.skipped_item(self.chain, "malformed_transaction", f"block {ref.number}")
+                    raise MalformedResponse(f"{self.chain}: {where}: {exc}") from None
+                self.observer.skipped_item(self.chain, "malformed_transaction", where)
                 continue
             out.append((block, tx))
         return out
