@@ -298,6 +298,7 @@ class Daemon:
         # series exist from the start (at 0), so alerts see their first change and a standby replica says so
         metrics.CHAIN_WRITER.labels(name).set(0)
         metrics.CHAIN_DEGRADED.labels(name).set(0)
+        metrics.CHAIN_STOPPED.labels(name).set(0)
         for reason in ("fenced", "lease_lost"):
             metrics.WRITER_LEASE_LOST.labels(name, reason).inc(0)
         metrics.PLATFORM_TX_DROPPED.labels(name).inc(0)
@@ -320,11 +321,13 @@ class Daemon:
                     for exc in errors.exceptions:
                         log.critical("chain watcher stopped", extra={"fields": {"chain": name, "error": str(exc)}})
                     self.status[name] = "stopped: " + str(errors.exceptions[0])
+                    metrics.CHAIN_STOPPED.labels(name).set(1)
                     stopped = True
                 except* Exception as errors:
                     log.critical("chain task crashed", exc_info=errors.exceptions[0],
                                  extra={"fields": {"chain": name}})
                     self.status[name] = f"stopped: {type(errors.exceptions[0]).__name__}"
+                    metrics.CHAIN_STOPPED.labels(name).set(1)
                     stopped = True
         finally:
             await adapter.aclose()

@@ -71,6 +71,13 @@ CHAIN_DEGRADED = Gauge(
     ["chain"],
     registry=REGISTRY,
 )
+CHAIN_STOPPED = Gauge(
+    "citadel_chain_stopped",
+    "1 when this replica stopped following the chain on a fatal error (wrong chain id, reorg past finality, a bug); "
+    "it stays stopped until restarted",
+    ["chain"],
+    registry=REGISTRY,
+)
 CHAIN_WRITER = Gauge(
     "citadel_chain_writer", "1 while this replica holds the chain's writer lease", ["chain"], registry=REGISTRY
 )
