@@ -11,9 +11,33 @@ Calls used::
     block_refs(a, b)     /wallet/getblockbylimitnext, [start, end) chunks of <= 100 blocks
     transfers(a, b)      getblockbylimitnext (transactions, block hash) + /wallet/gettransactioninfobyblocknum
                          for each block that has transactions (logs, receipts, fees)
+    block_transfers(bs)  /wallet/getblockbyid {"value": block ID} for each block + gettransactioninfobyblocknum
     receipts(hashes)     /wallet/gettransactioninfobyid, then /wallet/getblockbynum for hash and tx index
     token_info(t)        /wallet/triggerconstantcontract symbol(), decimals()
     balances(...)        /wallet/getaccount (absent "balance" = 0, {} = unactivated = 0) and balanceOf(address)
+
+Completeness: a node that is behind is a fault, never an empty answer. TronGrid and other public endpoints are load
+balancers over full nodes a few blocks apart; one that is behind answers ``getnowblock`` lower,
+``getblockbylimitnext`` short (or ``{}``) above its head, ``gettransactioninfobyblocknum`` ``[]``, and
+``getblock``/``getblockbynum``/``getblockbyid`` ``{}``: all in the wire format of a valid answer. So:
+
+- block lists are exact: ``first..last``, numbered and linked, or ``BlockNotAvailable`` (the client's ``validate``
+  hook rejects a short answer, so it is asked again, elsewhere when possible, and raised after the attempts);
+- at the head (:meth:`TronAdapter.block_transfers`) each block is read by its ID: a node that does not know it
+  (behind, or still on another branch of a fork) answers ``{}``, which is ``BlockNotAvailable``; nothing of another
+  block of the same height is ever returned;
+- transaction infos are asked by height (java-tron has no by-ID variant), so they are bound to the block they are
+  for: exactly its transactions (same IDs, one each), at its height and block time. ``[]`` for a block with
+  transactions, or another block's infos, is ``BlockNotAvailable``;
+- ``getnowblock``/``getnodeinfo`` from a node behind only report a lower head or solidified block, which the core
+  takes as the maximum/minimum it needs: never a gap.
+
+Impossible values (a TRX amount that is not a non-negative integer, a fee or energy that is not, a transaction ID
+that is not 64 hex digits, a timestamp no ``datetime`` holds, a block number beyond ``bigint``) make an answer
+malformed: it is asked again elsewhere, and when every endpoint said the same it is asked once more without that
+check and the bad items are skipped and reported (``observer.skipped_item``). A block header with such a value cannot
+be skipped: it stays a retryable ``MalformedResponse``. ``symbol()`` is display-only: reverting or not text, it is
+``""`` (``undecodable_symbol``), never a start-up that cannot finish.
 
 Decisions:
 
@@ -431,7 +455,9 @@ class TronAdapter:
         timestamp_ms = block["block_header"]["raw_data"].get("timestamp", 0)
 
         def must(infos: Any) -> None:
-            ids = [i.get("id") if isinstance(i, dict) else None for i in infos]
+            if not all(isinstance(i, dict) for i in infos):
+                raise MalformedResponse(f"block {ref.number}: a transaction info is not an object")
+            ids = [i.get("id") for i in infos]
             if len(infos) != len(txs) or not set(tx_ids) <= set(ids):
                 raise BlockNotAvailable(
                     f"tron: block {ref.number}: the node that answered has transaction infos for {len(infos)} of its "
