@@ -377,7 +377,7 @@ async def test_blocks_with_97_byte_extra_data_parse(anvil_bsc: Anvil) -> None:
 
 
 async def test_block_ref_finalized_and_missing_blocks(anvil_bsc: Anvil) -> None:
-    async with adapter(anvil_bsc.url) as ad:
+    async with adapter(anvil_bsc.url, max_attempts=2) as ad:
         head = await ad.head()
         assert await ad.block_ref(head.number) == head
         assert await ad.block_ref(head.number + 1000) is None

@@ -110,7 +110,7 @@ async def lagging_bsc(anvil_bsc: Anvil) -> AsyncIterator[tuple[FaultProxy, EvmAd
 
 async def test_the_lagging_proxy_answers_as_a_node_behind(anvil_bsc: Anvil, bsc_tail: EvmTail) -> None:
     async with FaultProxy(anvil_bsc.url, Faults(lagging=1.0, lag_blocks=LAG)) as proxy:
-        client = JsonRpcClient([proxy.url], chain="bsc", timeout_s=5)
+        client = JsonRpcClient([proxy.url], chain="bsc", timeout_s=5, max_attempts=1)
         head = evm.block_number(anvil_bsc)
         top = evm.get_block(anvil_bsc, head)
         assert int(await client.call("eth_blockNumber", []), 16) == head - LAG
