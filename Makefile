@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit chaos bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -33,7 +33,11 @@ test: install lint
 	$(BIN)/pytest
 
 unit: install
-	$(BIN)/pytest -m 'not slow'
+	$(BIN)/pytest -m 'not slow and not chaos'
+
+## make chaos: two replicas for several minutes against every fault at once (CITADEL_CHAOS_SECONDS, default 240)
+chaos: install
+	$(BIN)/pytest -m chaos -s tests/test_chaos.py
 
 bench: install
 	$(BIN)/python bench/catchup.py
