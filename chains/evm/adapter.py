@@ -555,8 +555,9 @@ class EvmAdapter:
         out = []
         seen: set[tuple[str, int]] = set()
         good: set[str] = set()  # hashes and topics found well-formed (a block's logs share them)
+        decode = self._decode_log
         for entry in logs:
-            transfer = self._decode_log(entry, from_pos, watched, emitters, native=native, strict=strict, good=good)
+            transfer = decode(entry, from_pos, watched, emitters, native, strict, good)
             if transfer is None:
                 continue
             if transfer.from_address in watched and transfer.to_address in watched:
@@ -607,10 +608,9 @@ class EvmAdapter:
         from_pos: int,
         watched: frozenset[str],
         emitters: frozenset[str],
-        *,
         native: bool,
-        strict: bool = False,
-        good: set[str] | None = None,
+        strict: bool,
+        good: set[str],
     ) -> Transfer | None:
         """A Transfer (ERC20, ``from_pos`` 1) or LogTransfer (Polygon, ``from_pos`` 2) log as a Transfer;
         None when it is not ours or not standard (reported to the observer). On the catch-up hot path: one pass,
@@ -638,12 +638,23 @@ class EvmAdapter:
             amount = int(data[2:66], 16)
             ts = entry.get("blockTimestamp")
             timestamp = int(ts, 16) if ts is not None else None
-            known = good if good is not None else set()
-            for value in (tx_hash, block_hash, from_t, to_t):
-                if value not in known:
-                    if not _HASH_RE.fullmatch(value):
-                        raise ValueError("not 0x and 64 hex digits")
-                    known.add(value)
+            # 0x and 64 hex digits; a block's logs share its hash, a batch payout's logs their transaction and sender
+            if tx_hash not in good:
+                if not _HASH_RE.fullmatch(tx_hash):
+                    raise ValueError("transaction hash: not 0x and 64 hex digits")
+                good.add(tx_hash)
+            if block_hash not in good:
+                if not _HASH_RE.fullmatch(block_hash):
+                    raise ValueError("block hash: not 0x and 64 hex digits")
+                good.add(block_hash)
+            if from_t not in good:
+                if not _HASH_RE.fullmatch(from_t):
+                    raise ValueError("topic: not 0x and 64 hex digits")
+                good.add(from_t)
+            if to_t not in good:
+                if not _HASH_RE.fullmatch(to_t):
+                    raise ValueError("topic: not 0x and 64 hex digits")
+                good.add(to_t)
             if not (
                 0 <= log_index <= MAX_INDEX
                 and 0 <= tx_index <= MAX_INDEX
