@@ -173,6 +173,28 @@ async def test_blocks_by_hash_through_a_lagging_node_miss_nothing(
     assert proxy.injected["lag_hidden"] > 0
 
 
+async def test_balances_through_a_lagging_node_are_never_older_than_the_head_seen(
+    anvil_bsc: Anvil, bsc_tail: EvmTail, lagging_bsc: tuple[FaultProxy, EvmAdapter]
+) -> None:
+    """A cached balance read from a node behind would miss the deposits of its missing blocks (each wallet got one
+    in the last three blocks) until the next transfer touches the wallet."""
+    proxy, adapter = lagging_bsc
+    real_head = evm.block_number(anvil_bsc)
+    assert real_head - LAG < bsc_tail.last  # the tail's last transfers are in blocks the lagging node lacks
+    for _ in range(30):  # the watcher asks for the head every poll; some answer is the real one
+        if (await adapter.head()).number == real_head:
+            break
+    addresses = [w.address for w in bsc_tail.wallets]
+    truth = {(a, None): evm.native_balance(anvil_bsc, a) for a in addresses}
+    truth |= {(a, bsc_tail.token): evm.token_balance(anvil_bsc, bsc_tail.token, a) for a in addresses}
+    answered = 0
+    for _ in range(ROUNDS):
+        got = await adapter.balances(addresses, [bsc_tail.token])
+        assert {k: v for k, v in got.items()} == {k: truth[k] for k in got}  # left out, maybe; never stale
+        answered += len(got)
+    assert answered > 0 and proxy.injected["lag_hidden"] > 0
+
+
 async def test_an_endpoint_refusing_batches_behind_a_load_balancer_misses_nothing(
     anvil_bsc: Anvil, bsc_tail: EvmTail
 ) -> None:

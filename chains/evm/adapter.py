@@ -291,6 +291,7 @@ class EvmAdapter:
         self.heads: NewHeadsSubscription | None = (
             NewHeadsSubscription(ws_urls, chain=str(chain), observer=self.observer) if ws_urls else None
         )
+        self._head_seen: int | None = None  # the highest head a node answered: balances are read there
         # one sizer per kind of query: the learned provider limit and the log density differ
         self._token_sizer = RangeSizer(max_block_range, cap=max_block_range)
         self._native_sizer = RangeSizer(max_block_range, cap=max_block_range)
@@ -335,7 +336,9 @@ class EvmAdapter:
         block = await self.rpc.call("eth_getBlockByNumber", ["latest", False], validate=_check_header)
         if block is None:
             raise MalformedResponse(f"{self.chain}: the node returned no latest block")
-        return _block_ref(block)
+        ref = _block_ref(block)
+        self._head_seen = max(ref.number, self._head_seen or 0)
+        return ref
 
     async def finalized_number(self) -> int | None:
         try:
@@ -860,17 +863,21 @@ class EvmAdapter:
         return TokenInfo(address=token, symbol=symbol or "", decimals=decimals)
 
     async def balances(self, addresses: list[str], tokens: list[str]) -> dict[tuple[str, str | None], int]:
+        """Balances at the highest head a node has answered this adapter with (``latest`` before any): a node behind
+        the others answers ``header not found`` there (asked elsewhere; the balance is left out when every attempt
+        failed, and the caller asks again later) instead of an older balance that misses the latest transfers."""
+        at = hex(self._head_seen) if self._head_seen is not None else "latest"
         keys: list[tuple[str, str | None]] = []
         calls: list[Call] = []
         for address in addresses:
             a = address.lower()
             keys.append((a, None))
-            calls.append(("eth_getBalance", [a, "latest"]))
+            calls.append(("eth_getBalance", [a, at]))
             for token in tokens:
                 t = token.lower()
                 keys.append((a, t))
                 calls.append(
-                    ("eth_call", [{"to": t, "data": _SELECTOR_BALANCE_OF + topic_of(a)[2:]}, "latest"])
+                    ("eth_call", [{"to": t, "data": _SELECTOR_BALANCE_OF + topic_of(a)[2:]}, at])
                 )
         results = await self.rpc.batch(calls, return_errors=True)
         out: dict[tuple[str, str | None], int] = {}

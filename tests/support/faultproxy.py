@@ -19,7 +19,8 @@ real one, the way geth answers:
   blocks, are ``null``;
 - ``eth_getLogs`` over a range is silently clamped to the lagging head (a range starting above it is ``[]``), and by a
   ``blockHash`` above it is geth's ``-32000 unknown block``;
-- ``eth_call``, ``eth_getBalance`` and the other state reads at ``latest`` read the state at the lagging head.
+- ``eth_call``, ``eth_getBalance`` and the other state reads at ``latest`` read the state at the lagging head; at a
+  block number above it they fail with geth's ``-32000 header not found``.
 
 ``injected["lagging"]`` counts the requests answered that way, ``injected["lag_hidden"]`` the entries whose answer it
 changed (a ``null``, a clamped range, an error, a lower number).
@@ -85,6 +86,8 @@ OUT_OF_DATETIME = hex(2**64 - 1)
 LATEST_TAGS = ("latest", "pending")
 FINALITY_TAGS = ("safe", "finalized")
 UNKNOWN_BLOCK = {"code": -32000, "message": "unknown block"}  # geth, anvil: eth_getLogs by an unknown blockHash
+HEADER_NOT_FOUND = {"code": -32000, "message": "header not found"}  # geth: state read at a block it lacks
+STATE_READS = ("eth_call", "eth_getBalance", "eth_getCode", "eth_getTransactionCount", "eth_getStorageAt")
 
 
 @dataclass
@@ -361,6 +364,8 @@ class FaultProxy:
         params = [lag.block_param(p) if isinstance(p, str) else p for p in params]
         if method == "eth_getBlockByNumber" and params and lag.above(params[0]):
             return answer(None)
+        if method in STATE_READS and params and lag.above(params[-1]):
+            return answer(error=HEADER_NOT_FOUND)
         return None, {**entry, "params": params}
 
     def _lag_reply(self, lag: LagView, entry: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
