@@ -627,3 +627,33 @@ async def test_a_wallet_readdressed_under_a_running_watcher_is_indexed_for_its_n
     await s.assert_table_matches_chain()
     assert await s.pool.fetchval(
         "SELECT tx_type FROM transactions WHERE wallet_id = $1 AND amount_raw = 21", k2.id) == "deposit"
+
+
+async def test_the_follow_loop_never_rebuilds_its_window_from_a_node_that_lacks_the_cursor_block(
+    scene_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a window tip at the cursor, the watcher anchors a new window on the node's block at the cursor; a node
+    behind answers null for it. That must be a retryable fault, not an empty window onto which any next block would
+    be advanced without checking that it links to what is stored."""
+    from chains.base import BlockNotAvailable
+    from indexer.sync.window import ReorgWindow
+
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 5)
+    watcher = await s.make_watcher()
+    await sync_to_head(watcher, s.head)
+    evm.token_transfer(s.anvil, s.usdt, k1.address, s.accounts[9], 1)
+    watcher.window = ReorgWindow()
+
+    async def behind(number: int) -> None:
+        return None
+
+    monkeypatch.setattr(watcher.adapter, "block_ref", behind)
+    cursor = watcher.cursor
+    with pytest.raises(BlockNotAvailable):
+        await watcher.step()
+    assert watcher.cursor == cursor
+    monkeypatch.undo()
+    await sync_to_head(watcher, s.head)
+    await s.assert_table_matches_chain()

@@ -253,7 +253,7 @@ class ChainStore:
                    ON CONFLICT (chain, contract_address) DO UPDATE SET
                        symbol = COALESCE(NULLIF(EXCLUDED.symbol, ''), tokens.symbol),
                        decimals = EXCLUDED.decimals""",
-                [(self.chain, a, s, d) for a, s, d in tokens],
+                [(self.chain, a, s[:32], d) for a, s, d in tokens],  # tokens.symbol is VARCHAR(32)
             )
 
     async def write_balances(self, updates: Sequence[tuple[int, dict[str, Decimal]]]) -> None:

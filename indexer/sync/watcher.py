@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from chains.base import BlockRef, ChainAdapter, ReorgTooDeep, Transfer, TxReceipt
+from chains.base import BlockNotAvailable, BlockRef, ChainAdapter, ReorgTooDeep, Transfer, TxReceipt
 from indexer import metrics
 from indexer.model import Batch, StreamState, TokenMeta, WalletRef
 from indexer.store.chain_store import ChainStore
@@ -270,6 +270,8 @@ class ChainWatcher:
         """One batch at the head; True when more blocks are waiting."""
         if self.window.tip is None or self.window.tip.number != self.cursor:
             anchor = await self.adapter.block_ref(self.cursor) if self.cursor >= 0 else None
+            if anchor is None and self.cursor >= 0:  # a node behind: never follow without a block to link to
+                raise BlockNotAvailable(f"{self.chain}: block {self.cursor} is not available on the node")
             self.window = ReorgWindow([anchor] if anchor else [])
         last = min(head.number, self.cursor + self.cfg.follow_batch)
         new = await self.adapter.block_refs(self.cursor + 1, last) if last > self.cursor else []
