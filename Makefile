@@ -37,7 +37,7 @@ unit: install
 
 ## make chaos: two replicas for several minutes against every fault at once (CITADEL_CHAOS_SECONDS, default 240)
 chaos: install
-	$(BIN)/pytest -m chaos -s tests/test_chaos.py
+	$(BIN)/pytest -m chaos -n 0 -s tests/test_chaos.py
 
 bench: install
 	$(BIN)/python bench/catchup.py
