@@ -162,6 +162,39 @@ class TxReceipt:
     gas_price: int | None
 
 
+class EscrowEvent(NamedTuple):
+    """A ``Locked`` or ``Released`` event of the platform's escrow contract, as found on chain::
+
+        event Locked(uint256 indexed agreementId, address indexed lender, address indexed borrower, address token,
+                     uint256 amount)
+        event Released(uint256 indexed agreementId, address indexed to, address token, uint256 amount)
+
+    ``kind`` is ``"locked"`` or ``"released"``; ``party`` is the lender (locked) or the recipient (released),
+    ``counterparty`` the borrower (locked) or None. Addresses are normalised like a Transfer's; ``contract`` is the
+    emitting contract. ``agreement_id`` is the raw uint256 (it may not fit a ``p2p_agreements.id``: then it names no
+    agreement)."""
+
+    kind: str
+    agreement_id: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    tx_index: int
+    contract: str
+    party: str
+    counterparty: str | None
+    token: str
+    amount_raw: int
+    block_timestamp: int | None = None
+
+
+LOCKED_TOPIC = "0x4c9e4f829048022358b487e164c43d686497c9a5d12e35bd0e1502182438fc95"
+"""keccak256("Locked(uint256,address,address,address,uint256)")."""
+RELEASED_TOPIC = "0xbe9955ede01f89429605b39b8541dc3efb42abc6215925c50e35c676e9e06f88"
+"""keccak256("Released(uint256,address,address,uint256)")."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     address: str
