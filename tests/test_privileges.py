@@ -54,7 +54,8 @@ TABLE_PRIVILEGES = {
     "wallets": {"SELECT"},
     "audit_trail": {"SELECT", "INSERT"},
     "p2p_agreements": {"SELECT"},
-    "guardian_checks": {"SELECT"},
+    "guardian_checks": {"SELECT", "INSERT"},
+    "escrow_events": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "schema_migrations": {"SELECT"},
     "users": {"SELECT"},
     "wallet_set_version": {"SELECT"},
@@ -62,8 +63,16 @@ TABLE_PRIVILEGES = {
 WALLET_COLUMNS_WRITTEN = {"balance_native", "balance_usdt", "balance_usdc", "balance_tst", "balance_usd",
                           "last_balance_sync"}
 # column grants: the cached balances, and the one column whose UPDATE grant only serves FOR SHARE (017)
-COLUMN_PRIVILEGES = {("wallets", column, "UPDATE") for column in WALLET_COLUMNS_WRITTEN} | {
-    ("wallet_set_version", "singleton", "UPDATE")}
+# escrow (018): the chain-derived columns of an agreement; Guardian alerts: what a reorg expires or revives
+AGREEMENT_COLUMNS_WRITTEN = {"status", "funded_at", "maturity_date", "escrow_address", "escrow_tx_hash", "settled_at",
+                             "repayment_amount", "repay_tx_hash"}
+GUARDIAN_COLUMNS_WRITTEN = {"status", "context_data", "block_number", "detected_at"}
+COLUMN_PRIVILEGES = (
+    {("wallets", column, "UPDATE") for column in WALLET_COLUMNS_WRITTEN}
+    | {("wallet_set_version", "singleton", "UPDATE")}
+    | {("p2p_agreements", column, "UPDATE") for column in AGREEMENT_COLUMNS_WRITTEN}
+    | {("guardian_checks", column, "UPDATE") for column in GUARDIAN_COLUMNS_WRITTEN}
+)
 ALL_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -341,7 +350,8 @@ async def test_the_grants_are_exactly_what_the_daemon_needs(owner: asyncpg.Conne
            WHERE n.nspname = current_schema() AND c.relkind = 'S'
              AND has_sequence_privilege('citadel_indexer', c.oid, p.priv)""")
     assert {(r["relname"], r["priv"]) for r in sequences} == {("transactions_id_seq", "USAGE"),
-                                                             ("audit_trail_id_seq", "USAGE")}
+                                                             ("audit_trail_id_seq", "USAGE"),
+                                                             ("guardian_checks_id_seq", "USAGE")}
     assert await owner.fetchval(
         """SELECT has_schema_privilege('citadel_indexer', current_schema(), 'USAGE')
               AND NOT has_schema_privilege('citadel_indexer', current_schema(), 'CREATE')
