@@ -38,10 +38,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from chains.base import Chain, ChainAdapter, FatalChainError
 from indexer import metrics
 from indexer.config import ChainSettings, Settings
+from indexer.guardian import RuleConfig
 from indexer.logs import register_secret
 from indexer.model import WriterFenced
 from indexer.store import db
 from indexer.store.chain_store import ChainStore, prepare_connection
+from indexer.store.guardian_store import GuardianPolicy
 from indexer.store.lease import LeaseLost, WriterLease, current_writer
 from indexer.store.migrate import migration_status
 from indexer.sync.backfill import Backfiller, Progress, backfill_blocks, check_range, range_stream
@@ -109,6 +111,20 @@ def watcher_config(cfg: ChainSettings) -> WatcherConfig:
         platform_tx_max_age_s=cfg.platform_tx_max_age_s,
         range_size=cfg.max_block_range,
     )
+
+
+def guardian_policy(settings: Settings) -> GuardianPolicy | None:
+    """The Guardian's rules as the store applies them; None when the Guardian is off."""
+    g = settings.guardian
+    if not g.enabled:
+        return None
+    rules = tuple(
+        RuleConfig(r.rule, r.risk_score, frozenset(c.value for c in r.chains), frozenset(r.wallet_types),
+                   r.threshold_usd, r.max_transfers, r.window_minutes, r.dust_usd, r.match_chars,
+                   r.requires_approval)
+        for r in g.rules
+    )
+    return GuardianPolicy(rules, g.max_age_s)
 
 
 def database_url(settings: Settings) -> str:
@@ -352,7 +368,7 @@ class Daemon:
             self.leases[chain] = lease
             metrics.CHAIN_WRITER.labels(name).set(1)
             metrics.WRITER_EPOCH.labels(name).set(lease.fence.epoch)
-            writer = ChainWriter(ChainStore(pool, name, lease.fence))
+            writer = ChainWriter(ChainStore(pool, name, lease.fence, guardian_policy(self.settings)))
             watcher = ChainWatcher(adapter, writer, watcher_config(cfg), self.wallet_events[name])
             self.watchers[chain] = watcher
             self.status[name] = "running"

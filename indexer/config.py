@@ -126,6 +126,69 @@ class ChainSettings(BaseModel):
         return [_valid_url(u) for u in urls]
 
 
+GuardianRule = Literal["large_amount", "new_address", "rapid_transactions", "address_poisoning", "unexpected_outgoing"]
+WalletType = Literal["personal", "escrow", "risk_vault", "liquidity_pool", "hot_wallet"]
+_RULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "large_amount": ("threshold_usd",),
+    "new_address": (),
+    "rapid_transactions": ("max_transfers", "window_minutes"),
+    "address_poisoning": ("dust_usd", "match_chars"),
+    "unexpected_outgoing": (),
+}
+
+
+class GuardianRuleSettings(BaseModel):
+    """One Guardian rule for a scope (``chains`` / ``wallet_types``, empty = all); the first entry of a rule whose
+    scope matches a transfer applies to it, so a narrower entry goes before a broader one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: GuardianRule
+    risk_score: Annotated[Decimal, Field(ge=0, le=100)]
+    chains: list[Chain] = Field(default_factory=list)
+    wallet_types: list[WalletType] = Field(default_factory=list)
+    threshold_usd: Annotated[Decimal, Field(gt=0)] | None = None
+    max_transfers: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    window_minutes: Annotated[int, Field(ge=1, le=10_080)] | None = None
+    dust_usd: Annotated[Decimal, Field(ge=0)] | None = None
+    match_chars: Annotated[int, Field(ge=2, le=16)] | None = None
+    requires_approval: bool = True
+
+    @model_validator(mode="after")
+    def _params(self) -> GuardianRuleSettings:
+        needed = _RULE_PARAMS[self.rule]
+        missing = [p for p in needed if getattr(self, p) is None]
+        if missing:
+            raise ValueError(f"rule {self.rule} needs {', '.join(missing)}")
+        extra = [p for p in ("threshold_usd", "max_transfers", "window_minutes", "dust_usd", "match_chars")
+                 if p not in needed and getattr(self, p) is not None]
+        if extra:
+            raise ValueError(f"rule {self.rule} takes no {', '.join(extra)}")
+        return self
+
+
+def _default_guardian_rules() -> list[GuardianRuleSettings]:
+    return [
+        GuardianRuleSettings(rule="large_amount", risk_score=Decimal(60), threshold_usd=Decimal(10_000)),
+        GuardianRuleSettings(rule="new_address", risk_score=Decimal(40), wallet_types=["personal"]),
+        GuardianRuleSettings(rule="rapid_transactions", risk_score=Decimal(55), max_transfers=5, window_minutes=10),
+        GuardianRuleSettings(rule="address_poisoning", risk_score=Decimal(75), dust_usd=Decimal(1), match_chars=4),
+        GuardianRuleSettings(rule="unexpected_outgoing", risk_score=Decimal(95),
+                             wallet_types=["escrow", "hot_wallet"]),
+    ]
+
+
+class GuardianSettings(BaseModel):
+    """The Guardian's risk checks on indexed transfers (README, "Guardian alerts")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # transfers whose block is older than this raise no alert (a history backfill reaching years back)
+    max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+    rules: list[GuardianRuleSettings] = Field(default_factory=_default_guardian_rules)
+
+
 CHAIN_DEFAULTS: dict[Chain, dict[str, Any]] = {
     # Depths where the node serves no finality signal: peers' defaults (reference/chains.md).
     Chain.BSC: {
@@ -177,6 +240,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # ``migrate`` gives the daemon's least-privilege role (citadel_indexer) this login password when set
     indexer_db_password: SecretStr | None = None
+    guardian: GuardianSettings = Field(default_factory=GuardianSettings)
     # this replica's name in writer_leases, /healthz and logs (default: host:pid)
     replica_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     # the writer lease's session is checked this often and must answer within the timeout, else the replica stops
@@ -248,7 +312,7 @@ def env_name(loc: tuple[str | int, ...]) -> str:
 
 def _unknown_sections(environ: dict[str, str]) -> list[str]:
     """Nested variables naming a section that does not exist (``CITADEL_SOLANA__ENABLED``)."""
-    known = {c.value.upper() for c in Chain}
+    known = {c.value.upper() for c in Chain} | {"GUARDIAN"}
     bad = []
     for key in environ:
         upper = key.upper()

@@ -97,6 +97,21 @@ PLATFORM_TX_DROPPED = Counter(
     ["chain"],
     registry=REGISTRY,
 )
+ESCROW_EVENTS = Counter(
+    "citadel_escrow_events_total",
+    "Escrow contract events by outcome: applied (changed its agreement), rejected (unknown agreement, wrong party, "
+    "token, amount or state: recorded in audit_trail), orphaned (undone by a reorg)",
+    ["chain", "outcome"],
+    registry=REGISTRY,
+)
+GUARDIAN_ALERTS = Counter(
+    "citadel_guardian_alerts_total", "Guardian alerts raised on indexed transfers, by rule", ["chain", "rule"],
+    registry=REGISTRY,
+)
+GUARDIAN_ALERTS_EXPIRED = Counter(
+    "citadel_guardian_alerts_expired_total", "Pending Guardian alerts expired because a reorg orphaned their transfer",
+    ["chain"], registry=REGISTRY,
+)
 WATCHER_UP = Gauge("citadel_watcher_up", "1 while the chain's watcher runs", ["chain"], registry=REGISTRY)
 WATCHER_ERRORS = Counter(
     "citadel_watcher_errors_total", "Iterations that failed and were retried", ["chain", "kind"], registry=REGISTRY

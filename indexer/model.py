@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Final
 
-from chains.base import BlockRef, Transfer, TxReceipt
+from chains.base import BlockRef, EscrowEvent, Transfer, TxReceipt
 
 # uint256 has 78 digits; scaling and pricing never round with this precision
 _EXACT = Context(prec=200)
@@ -244,12 +244,13 @@ class Batch:
     drop_platform_older_than_s: float | None = None
     # the wallet_set_version the rows were built for (set by the writer); a newer one refuses the batch
     wallet_version: int | None = None
+    escrow: Sequence[EscrowEvent] = ()  # the escrow contract's events in the batch's blocks
 
     def is_empty(self) -> bool:
         return not (
             self.rows or self.cursor is not None or self.rollback_to is not None or self.window_add
             or self.window_reset is not None or self.prune_below is not None or self.head is not None
-            or self.settle or self.stream_states or self.drop_streams
+            or self.settle or self.stream_states or self.drop_streams or self.escrow
             or self.drop_platform_older_than_s is not None
         )
 
@@ -259,6 +260,11 @@ class CommitResult:
     rows_written: int
     rows_rolled_back: int
     platform_dropped: int = 0
+    escrow_applied: int = 0
+    escrow_rejected: int = 0
+    escrow_orphaned: int = 0
+    alerts_raised: dict[str, int] = field(default_factory=dict)  # per Guardian rule
+    alerts_expired: int = 0
 
 
 class WalletsChanged(Exception):

@@ -97,3 +97,21 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> No
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_guardian_rules_from_the_environment_and_their_checks() -> None:
+    s = load_settings(environ={"CITADEL_GUARDIAN__MAX_AGE_S": "600", "CITADEL_GUARDIAN__RULES": (
+        '[{"rule": "large_amount", "risk_score": 80, "chains": ["tron"], "wallet_types": ["hot_wallet"], '
+        '"threshold_usd": "2500.50"}]')})
+    assert s.guardian.max_age_s == 600 and len(s.guardian.rules) == 1
+    rule = s.guardian.rules[0]
+    assert (rule.rule, str(rule.threshold_usd), [c.value for c in rule.chains]) == ("large_amount", "2500.50", ["tron"])
+    assert len(load_settings(environ={}).guardian.rules) == 5  # the defaults
+    for bad, expected in (
+        ('[{"rule": "large_amount", "risk_score": 50}]', "needs threshold_usd"),
+        ('[{"rule": "new_address", "risk_score": 50, "window_minutes": 3}]', "takes no window_minutes"),
+        ('[{"rule": "phishing", "risk_score": 50}]', "CITADEL_GUARDIAN__RULES"),
+        ('[{"rule": "new_address", "risk_score": 150}]', "less than or equal to 100"),
+    ):
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(environ={"CITADEL_GUARDIAN__RULES": bad})

@@ -62,7 +62,7 @@ def _assigned_keys(text: str) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {"": set()}
     table = ""
     for line in text.splitlines():
-        header = re.match(r"^\[([a-z_.]+)\]", line)
+        header = re.match(r"^\[\[?([a-z_.]+)\]\]?", line)  # [table] or [[array of tables]]
         if header:
             table = header.group(1)
             keys.setdefault(table, set())
@@ -75,9 +75,15 @@ def _assigned_keys(text: str) -> dict[str, set[str]]:
 
 def test_example_names_every_setting() -> None:
     """A new setting must be documented in the example (optional ones may be commented out)."""
-    keys = _assigned_keys(EXAMPLE.read_text())
+    text = EXAMPLE.read_text()
+    keys = _assigned_keys(text)
     chain_names = {c.value for c in Chain}
-    assert keys[""] == set(Settings.model_fields) - chain_names
+    assert keys[""] == set(Settings.model_fields) - chain_names - {"guardian"}
+    from indexer.config import GuardianSettings
+
+    assert keys["guardian"] | {"rules"} == set(GuardianSettings.model_fields)
+    assert {"rule", "risk_score", "threshold_usd", "wallet_types"} <= keys["guardian.rules"]
+    assert len(re.findall(r"^\[\[guardian.rules\]\]", text, re.M)) == len(GuardianSettings().rules)
     for chain in chain_names:
         missing = set(ChainSettings.model_fields) - keys[chain] - {"tokens"}
         if chain != "tron":

@@ -38,6 +38,8 @@ from indexer.model import (
     row_block_number,
     row_key,
 )
+from indexer.store.escrow_store import EscrowOutcome, record_escrow, rollback_escrow
+from indexer.store.guardian_store import GuardianPolicy, expire_alerts, raise_alerts
 from indexer.store.lease import FENCE_SQL, Fence
 
 STAGING_DDL = """
@@ -160,10 +162,13 @@ async def prepare_connection(conn: Any) -> None:
 
 
 class ChainStore:
-    def __init__(self, pool: asyncpg.Pool, chain: str, fence: Fence | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, chain: str, fence: Fence | None = None, guardian: GuardianPolicy | None = None
+    ) -> None:
         self.pool = pool
         self.chain = chain
         self.fence = fence
+        self.guardian = guardian
 
     # ------------------------------------------------------------------------------------------------ reads
 
@@ -275,12 +280,18 @@ class ChainStore:
         rolled_back = 0
         written = 0
         dropped = 0
+        orphaned = EscrowOutcome()
+        escrow = EscrowOutcome()
+        expired = 0
+        raised: dict[str, int] = {}
         async with self._writing() as conn:
             if batch.rollback_to is not None:
                 status = await conn.execute(ROLLBACK_SQL[0], self.chain, batch.rollback_to)
                 rolled_back = int(status.split()[-1])
                 for sql in ROLLBACK_SQL[1:]:
                     await conn.execute(sql, self.chain, batch.rollback_to)
+                orphaned = await rollback_escrow(conn, self.chain, batch.rollback_to)
+                expired = await expire_alerts(conn, self.chain, batch.rollback_to)
             if batch.rows and batch.wallet_version is not None:
                 current = await conn.fetchval("SELECT version FROM wallet_set_version FOR SHARE")
                 if current != batch.wallet_version:
@@ -290,6 +301,10 @@ class ChainStore:
                 written = await self._write_rows(conn, batch.rows, platform_waiting)
             if platform_waiting:
                 await self._merge_late_platform_rows(conn)
+            if batch.escrow:
+                escrow = await record_escrow(conn, self.chain, batch.escrow, batch.head, batch.final)
+            if batch.rows and self.guardian is not None:
+                raised = await raise_alerts(conn, self.chain, batch.rows, self.guardian)
             if batch.settle:
                 await self._settle(conn, batch)
             if batch.drop_platform_older_than_s is not None:
@@ -323,7 +338,9 @@ class ChainStore:
                 )
             if batch.head is not None and batch.final is not None:
                 await self._refresh_confirmations(conn, batch.head, batch.final)
-        return CommitResult(rows_written=written, rows_rolled_back=rolled_back, platform_dropped=dropped)
+        return CommitResult(rows_written=written, rows_rolled_back=rolled_back, platform_dropped=dropped,
+                            escrow_applied=escrow.applied, escrow_rejected=escrow.rejected,
+                            escrow_orphaned=orphaned.orphaned, alerts_raised=raised, alerts_expired=expired)
 
     async def _write_rows(self, conn: Any, rows: Sequence[TransferRow], platform_waiting: bool) -> int:
         """Fresh blocks (catch-up, the head): no row of this chain exists in their range yet, so the rows are

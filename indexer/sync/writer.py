@@ -64,6 +64,14 @@ class ChainWriter:
             metrics.BLOCKS_PROCESSED.labels(self.chain, kind).inc(blocks)
         if result.platform_dropped:
             metrics.PLATFORM_TX_DROPPED.labels(self.chain).inc(result.platform_dropped)
+        for outcome, count in (("applied", result.escrow_applied), ("rejected", result.escrow_rejected),
+                               ("orphaned", result.escrow_orphaned)):
+            if count:
+                metrics.ESCROW_EVENTS.labels(self.chain, outcome).inc(count)
+        for rule, count in result.alerts_raised.items():
+            metrics.GUARDIAN_ALERTS.labels(self.chain, rule).inc(count)
+        if result.alerts_expired:
+            metrics.GUARDIAN_ALERTS_EXPIRED.labels(self.chain).inc(result.alerts_expired)
         return result
 
     async def upsert_tokens(self, tokens: Sequence[tuple[str, str, int]]) -> None:
