@@ -195,6 +195,14 @@ RELEASED_TOPIC = "0xbe9955ede01f89429605b39b8541dc3efb42abc6215925c50e35c676e9e0
 """keccak256("Released(uint256,address,address,uint256)")."""
 
 
+class ChainData(NamedTuple):
+    """What one read of a block range (or list) gives: the transfers of watched wallets, and the escrow contract's
+    events (empty when no contract was asked for)."""
+
+    transfers: list[Transfer]
+    escrow: list[EscrowEvent]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     address: str
@@ -248,6 +256,21 @@ class ChainAdapter(Protocol):
         realtime path, where the window knows which fork it follows. Never returns a transfer of another block with
         the same number; raises ``BlockNotAvailable`` (retryable) when the node that answered does not know one of
         the blocks, instead of answering as if it were empty."""
+        ...
+
+    async def read_range(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        """:meth:`transfers` and, when ``escrow`` (a contract address) is given, that contract's ``Locked`` /
+        ``Released`` events in the same blocks, read together and with the same completeness guarantee."""
+        ...
+
+    async def read_blocks(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        """:meth:`block_transfers` and the escrow contract's events of exactly ``blocks``, by hash."""
         ...
 
     async def receipts(self, tx_hashes: list[str]) -> dict[str, TxReceipt]:

@@ -110,6 +110,7 @@ def watcher_config(cfg: ChainSettings) -> WatcherConfig:
         degraded_after_s=cfg.degraded_after_s,
         platform_tx_max_age_s=cfg.platform_tx_max_age_s,
         range_size=cfg.max_block_range,
+        escrow_contract=cfg.escrow_contract,
     )
 
 

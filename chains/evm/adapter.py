@@ -56,12 +56,16 @@ from urllib.parse import urlsplit
 from eth_utils.address import is_checksum_address
 
 from chains.base import (
+    LOCKED_TOPIC,
     NATIVE_LOG_INDEX,
+    RELEASED_TOPIC,
     BlockNotAvailable,
     BlockRef,
     Chain,
+    ChainData,
     ChainError,
     ChainIdMismatch,
+    EscrowEvent,
     FatalChainError,
     MalformedResponse,
     NullObserver,
@@ -295,6 +299,7 @@ class EvmAdapter:
         # one sizer per kind of query: the learned provider limit and the log density differ
         self._token_sizer = RangeSizer(max_block_range, cap=max_block_range)
         self._native_sizer = RangeSizer(max_block_range, cap=max_block_range)
+        self._escrow_sizer = RangeSizer(max_block_range, cap=max_block_range)
 
     async def __aenter__(self) -> EvmAdapter:
         return self
@@ -530,6 +535,92 @@ class EvmAdapter:
             self._decode_logs(internal_logs, 2, watched, internal_emitters, native=True, strict=False),
             block if native else None,
         )
+
+    # ------------------------------------------------------------------------------------------- escrow
+
+    async def read_range(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        transfers = await self.transfers(first, last, watched, tokens, native=native)
+        if escrow is None or last < first:
+            return ChainData(transfers, [])
+        if self._single_calls():
+            return ChainData(transfers, await self._escrow_blocks(await self.block_refs(first, last), escrow))
+
+        async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+            return await self.rpc.batch(calls, return_errors=True)
+
+        events = await fetch_logs(batch, first, last, [_escrow_filter(escrow)], self._escrow_sizer,
+                                  lambda logs, strict: self._decode_escrow(logs, escrow.lower(), strict),
+                                  concurrency=self.concurrency, max_batch=self.rpc.max_batch)
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        return ChainData(transfers, events)
+
+    async def read_blocks(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        transfers = await self.block_transfers(blocks, watched, tokens, native=native)
+        if escrow is None or not blocks:
+            return ChainData(transfers, [])
+        return ChainData(transfers, await self._escrow_blocks(list(blocks), escrow))
+
+    async def _escrow_blocks(self, blocks: list[BlockRef], escrow: str) -> list[EscrowEvent]:
+        """The escrow contract's events of exactly ``blocks``, each asked by its hash (a node that does not know the
+        block errors; a log of another block is refused)."""
+        contract = escrow.lower()
+        flt = _escrow_filter(escrow)
+        hashes = {b.hash for b in blocks}
+
+        def check(result: Any) -> None:
+            if not isinstance(result, list):
+                raise MalformedResponse(f"{self.chain}: eth_getLogs by block hash: not a list")
+            for entry in result:
+                if not isinstance(entry, dict) or str(entry.get("blockHash", "")).lower() not in hashes:
+                    raise MalformedResponse(f"{self.chain}: a log of another block")
+            self._decode_escrow(result, contract, True)
+
+        results = await self._ask([("eth_getLogs", [{**flt, "blockHash": b.hash}]) for b in blocks], check)
+        events: list[EscrowEvent] = []
+        for ref, result in zip(blocks, results, strict=True):
+            events += self._decode_escrow(self._logs_of(result, ref), contract, False)
+        timestamps = {b.hash: b.timestamp for b in blocks}
+        return sorted((e._replace(block_timestamp=timestamps[e.block_hash]) for e in events),
+                      key=lambda e: (e.block_number, e.log_index))
+
+    def _decode_escrow(self, logs: list[Log], contract: str, strict: bool) -> list[EscrowEvent]:
+        """``Locked`` / ``Released`` logs of ``contract``; a malformed one raises when ``strict`` (the answer is asked
+        elsewhere), else it is skipped and reported."""
+        out = []
+        for entry in logs:
+            try:
+                if str(entry["address"]).lower() != contract or entry.get("removed"):
+                    continue
+                topics, data = entry["topics"], str(entry["data"]).lower()
+                kind = "locked" if topics[0].lower() == LOCKED_TOPIC else "released" \
+                    if topics[0].lower() == RELEASED_TOPIC else None
+                if kind is None:
+                    continue
+                if len(topics) != (4 if kind == "locked" else 3) or len(data) != 130:
+                    raise ValueError("not the escrow event's shape")
+                ts = entry.get("blockTimestamp")
+                out.append(EscrowEvent(
+                    kind=kind, agreement_id=int(topics[1], 16), tx_hash=_hash(entry["transactionHash"], "tx hash"),
+                    log_index=_quantity(entry["logIndex"], "logIndex", MAX_INDEX),
+                    block_number=_quantity(entry["blockNumber"], "blockNumber", MAX_BLOCK_NUMBER),
+                    block_hash=_hash(entry["blockHash"], "block hash"),
+                    tx_index=_quantity(entry["transactionIndex"], "transactionIndex", MAX_INDEX),
+                    contract=contract, party="0x" + topics[2][-40:].lower(),
+                    counterparty="0x" + topics[3][-40:].lower() if kind == "locked" else None,
+                    token="0x" + data[26:66], amount_raw=int(data[66:130], 16),
+                    block_timestamp=_quantity(ts, "blockTimestamp", MAX_TIMESTAMP) if ts is not None else None,
+                ))
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError, MalformedResponse) as exc:
+                if strict:
+                    raise MalformedResponse(f"{self.chain}: malformed escrow event") from exc
+                self._skip_log(entry, "malformed_escrow_event")
+        return out
 
     async def _logs(
         self, sizer: RangeSizer, first: int, last: int, filters: list[dict[str, Any]],
@@ -906,6 +997,10 @@ def _internal_only(log_transfers: list[Transfer], top_level: list[Transfer]) -> 
             continue
         out.append(t)
     return out
+
+
+def _escrow_filter(contract: str) -> LogFilter:
+    return {"address": [contract.lower()], "topics": [[LOCKED_TOPIC, RELEASED_TOPIC]]}
 
 
 def _gas_price_of(tx: dict[str, Any]) -> int | None:

@@ -72,12 +72,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from chains.base import (
+    LOCKED_TOPIC,
     NATIVE_LOG_INDEX,
+    RELEASED_TOPIC,
     BlockNotAvailable,
     BlockRef,
     CallReverted,
     Chain,
+    ChainData,
     ChainIdMismatch,
+    EscrowEvent,
     FatalChainError,
     MalformedResponse,
     NullObserver,
@@ -414,34 +418,101 @@ class TronAdapter:
     async def transfers(
         self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
-        if last < first:
-            return []
-        watched_hex, token_hex = self._hex_sets(watched, tokens)
-        blocks = await self._blocks(first, last, self._strict_block(watched_hex, token_hex, native))
-        return await self._transfers_in(blocks, watched_hex, token_hex, native=native)
+        return (await self.read_range(first, last, watched, tokens, native=native)).transfers
 
     async def block_transfers(
         self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True
     ) -> list[Transfer]:
-        """Transfers of exactly ``blocks``, each read by its ID (``/wallet/getblockbyid``), with the transaction
-        infos of its height, which must be those of that block's transactions (same set, same block time)."""
+        return (await self.read_blocks(blocks, watched, tokens, native=native)).transfers
+
+    async def read_range(
+        self, first: int, last: int, watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        if last < first:
+            return ChainData([], [])
+        watched_hex, token_hex = self._hex_sets(watched, tokens)
+        blocks = await self._blocks(first, last, self._strict_block(watched_hex, token_hex, native))
+        return await self._read(blocks, watched_hex, token_hex, native=native, escrow=escrow)
+
+    async def read_blocks(
+        self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
+        escrow: str | None = None,
+    ) -> ChainData:
+        """Exactly ``blocks``, each read by its ID (``/wallet/getblockbyid``), with the transaction infos of its
+        height, which must be those of that block's transactions (same set, same block time)."""
         if not blocks:
-            return []
+            return ChainData([], [])
         watched_hex, token_hex = self._hex_sets(watched, tokens)
         strict = self._strict_block(watched_hex, token_hex, native)
         raw = await self._gather(blocks, lambda ref: self._block_by_id(ref, strict))
-        return await self._transfers_in(raw, watched_hex, token_hex, native=native)
+        return await self._read(raw, watched_hex, token_hex, native=native, escrow=escrow)
 
-    async def _transfers_in(
-        self, blocks: list[dict[str, Any]], watched_hex: dict[str, str], token_hex: dict[str, str], *, native: bool
-    ) -> list[Transfer]:
+    async def _read(
+        self, blocks: list[dict[str, Any]], watched_hex: dict[str, str], token_hex: dict[str, str], *, native: bool,
+        escrow: str | None,
+    ) -> ChainData:
+        """Transfers and escrow events of ``blocks`` from one pass over their transaction infos (a Tron block's
+        infos are its one costly call)."""
         with_txs = [b for b in blocks if b.get("transactions")]
         infos = await self._gather(with_txs, self._infos_of)
+        escrow_hex = to_hex20(escrow) if escrow else None
         out: list[Transfer] = []
+        events: list[EscrowEvent] = []
         for block, block_infos in zip(with_txs, infos, strict=True):
             out.extend(self._block_transfers(block, block_infos, watched_hex, token_hex, native=native))
+            if escrow_hex is not None:
+                events.extend(self._escrow_events(block, block_infos, escrow_hex))
         out.sort(key=lambda t: (t.block_number, t.log_index, t.tx_index))
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        return ChainData(out, events)
+
+    def _escrow_events(self, block: dict[str, Any], infos: list[Any], escrow_hex: str) -> list[EscrowEvent]:
+        """``Locked`` / ``Released`` logs of the escrow contract in one block, with their block-wide log index (the
+        same count as :meth:`_block_transfers`'); a malformed one is skipped and reported."""
+        ref = _block_ref(block, "block")
+        txs = block["transactions"]
+        by_id = {i["id"]: i for i in infos if isinstance(i, dict) and _hex64(i.get("id"))}
+        out: list[EscrowEvent] = []
+        logs_before = 0
+        for tx_index, tx in enumerate(txs):
+            tx_id = str(tx.get("txID")) if isinstance(tx, dict) else ""
+            info = by_id.get(tx_id) or (infos[tx_index] if len(infos) == len(txs) else {})
+            logs = info.get("log", []) if isinstance(info, dict) else []
+            if not isinstance(logs, list):
+                continue
+            for position, entry in enumerate(logs):
+                if not isinstance(entry, dict) or str(entry.get("address", "")).lower()[-40:] != escrow_hex:
+                    continue
+                event = self._escrow_event(entry, ref, tx_id.lower(), tx_index, logs_before + position, escrow_hex,
+                                           info.get("blockTimeStamp"))
+                if event is not None:
+                    out.append(event)
+            logs_before += len(logs)
         return out
+
+    def _escrow_event(self, entry: dict[str, Any], ref: BlockRef, tx_id: str, tx_index: int, log_index: int,
+                      escrow_hex: str, timestamp_ms: Any) -> EscrowEvent | None:
+        topics = entry.get("topics")
+        words = [t.lower().removeprefix("0x") if isinstance(t, str) else "" for t in topics] \
+            if isinstance(topics, list) else []
+        if not words or words[0] not in (LOCKED_TOPIC[2:], RELEASED_TOPIC[2:]):
+            return None
+        data = str(entry.get("data", "")).lower().removeprefix("0x")
+        kind = "locked" if words[0] == LOCKED_TOPIC[2:] else "released"
+        want = 4 if kind == "locked" else 3
+        if len(words) != want or any(not _HEX64.match(w) for w in words[1:]) or len(data) != 128 \
+                or not _HEX64.match(data[:64]) or not _HEX64.match(data[64:]):
+            self._skip("malformed_escrow_event", f"{tx_id} log {log_index}")
+            return None
+        when = timestamp_ms // 1000 if isinstance(timestamp_ms, int) and 0 <= timestamp_ms <= MAX_TIMESTAMP_MS \
+            else ref.timestamp
+        return EscrowEvent(
+            kind=kind, agreement_id=int(words[1], 16), tx_hash=tx_id, log_index=log_index,
+            block_number=ref.number, block_hash=ref.hash, tx_index=tx_index, contract=to_base58(escrow_hex),
+            party=to_base58(words[2][-40:]), counterparty=to_base58(words[3][-40:]) if kind == "locked" else None,
+            token=to_base58(data[24:64]), amount_raw=int(data[64:], 16), block_timestamp=when,
+        )
 
     async def _infos_of(self, block: dict[str, Any]) -> list[Any]:
         """The transaction infos of ``block``, asked by its height: they must be exactly those of its transactions,

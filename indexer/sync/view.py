@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from chains.base import BlockNotAvailable, BlockRef, ChainAdapter, Transfer
+from chains.base import BlockNotAvailable, BlockRef, ChainAdapter, ChainData, EscrowEvent, Transfer
 from indexer import metrics
 from indexer.model import TokenMeta, TransferRow, transfer_rows
 from indexer.sync.wallets import WalletSet
@@ -46,6 +46,7 @@ class WatcherConfig:
     degraded_after_s: float = 60.0  # failing this long: the chain reports itself degraded
     platform_tx_max_age_s: float = 6 * 3600.0  # unmined platform transactions are 'dropped' after this long
     range_size: int = 2000  # blocks per backfill step (CITADEL_<CHAIN>__MAX_BLOCK_RANGE)
+    escrow_contract: str | None = None  # CITADEL_<CHAIN>__ESCROW_CONTRACT, as configured
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class ChainView:
         self.wallets = WalletSet(adapter, writer, cfg.start_block)
         self.tokens: dict[str | None, TokenMeta] = {}
         self.token_addresses: frozenset[str] = frozenset()
+        self.escrow = adapter.normalise_address(cfg.escrow_contract) if cfg.escrow_contract else None
         self.head_number = -1
         self.final_number = -1
         self._finality = _Finality()
@@ -119,16 +121,38 @@ class ChainView:
 
     # ------------------------------------------------------------------------------------------------ reading
 
-    async def transfers_of(self, first: int, last: int, watched: frozenset[str]) -> list[Transfer]:
-        """What this chain indexes in final blocks ``first..last`` for ``watched``: the configured tokens, and the
-        native coin unless ``native_transfers`` is off."""
-        return await self.adapter.transfers(first, last, watched, self.token_addresses,
-                                            native=self.cfg.native_transfers)
+    async def read_range(self, first: int, last: int, watched: frozenset[str], *,
+                         escrow: bool = True) -> ChainData:
+        """What this chain indexes in final blocks ``first..last`` for ``watched``: the configured tokens, the native
+        coin unless ``native_transfers`` is off, and the escrow contract's events when one is configured (and
+        ``escrow``); every event carries its block's time."""
+        data = await self.adapter.read_range(first, last, watched, self.token_addresses,
+                                             native=self.cfg.native_transfers,
+                                             escrow=self.escrow if escrow else None)
+        return ChainData(data.transfers, await self._escrow_times(data.escrow, {}))
 
-    async def block_transfers_of(self, blocks: list[BlockRef], watched: frozenset[str]) -> list[Transfer]:
+    async def read_blocks(self, blocks: list[BlockRef], watched: frozenset[str], *,
+                          escrow: bool = True) -> ChainData:
         """The same for exactly ``blocks``, by hash (the realtime path)."""
-        return await self.adapter.block_transfers(blocks, watched, self.token_addresses,
-                                                  native=self.cfg.native_transfers)
+        data = await self.adapter.read_blocks(blocks, watched, self.token_addresses,
+                                              native=self.cfg.native_transfers,
+                                              escrow=self.escrow if escrow else None)
+        times = {b.number: b.timestamp for b in blocks}
+        return ChainData(data.transfers, await self._escrow_times(data.escrow, times))
+
+    async def transfers_of(self, first: int, last: int, watched: frozenset[str]) -> list[Transfer]:
+        """Transfers only (backfills: escrow events belong to the realtime stream)."""
+        return (await self.read_range(first, last, watched, escrow=False)).transfers
+
+    async def _escrow_times(self, events: list[EscrowEvent], known: dict[int, int]) -> list[EscrowEvent]:
+        missing = sorted({e.block_number for e in events if e.block_timestamp is None} - known.keys())
+        for n in missing:
+            ref = await self.adapter.block_ref(n)
+            if ref is None:
+                raise BlockNotAvailable(f"{self.chain}: block {n} is not available on the node")
+            known[n] = ref.timestamp
+        return [e if e.block_timestamp is not None else e._replace(block_timestamp=known[e.block_number])
+                for e in events]
 
     async def with_timestamps(self, transfers: list[Transfer], known: dict[int, int]) -> list[Transfer]:
         """Every transfer with its block's time; blocks not in ``known`` are read from the node (a node that does

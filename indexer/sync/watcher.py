@@ -27,7 +27,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from chains.base import BlockNotAvailable, BlockRef, ChainAdapter, ReorgTooDeep, Transfer, TxReceipt
+from chains.base import (
+    BlockNotAvailable,
+    BlockRef,
+    ChainAdapter,
+    ChainData,
+    EscrowEvent,
+    ReorgTooDeep,
+    Transfer,
+    TxReceipt,
+)
 from indexer import metrics
 from indexer.model import Batch, StreamState, TokenMeta, WalletRef
 from indexer.store.chain_store import ChainStore
@@ -93,7 +102,7 @@ class ChainWatcher:
         self.failing_since: float | None = None
         self.degraded = False
         self._prefetch: tuple[tuple[int, int, frozenset[str], frozenset[str]],
-                              asyncio.Task[tuple[list[Transfer], BlockRef]]] | None = None
+                              asyncio.Task[tuple[list[Transfer], list[EscrowEvent], BlockRef]]] | None = None
 
     # the chain's shared state, as tests and the health endpoint read it
     @property
@@ -221,25 +230,25 @@ class ChainWatcher:
         work at the same time); a prefetch made for another watch set or token set is discarded."""
         first = self.cursor + 1
         last = min(final, self.cursor + self.cfg.catchup_range)
-        transfers, anchor = await self._take_prefetch(first, last)
+        transfers, escrow, anchor = await self._take_prefetch(first, last)
         following = (last + 1, min(final, last + self.cfg.catchup_range))
         if following[0] <= following[1]:
             self._start_prefetch(*following)
         # platform transactions are settled once at the head, not on every range of the catch-up hot path
         await self._commit(
             Batch(stream=REALTIME, rows=self.view.rows(transfers), cursor=last, cursor_hash=anchor.hash,
-                  window_reset=anchor, head=self.view.head_number, final=final),
+                  window_reset=anchor, head=self.view.head_number, final=final, escrow=escrow),
             blocks=last - first + 1,
         )
         self.window.reset(anchor)
         self.cursor = last
 
-    async def _fetch_final_range(self, first: int, last: int) -> tuple[list[Transfer], BlockRef]:
-        transfers = await self.view.transfers_of(first, last, self.wallets.addresses)
+    async def _fetch_final_range(self, first: int, last: int) -> tuple[list[Transfer], list[EscrowEvent], BlockRef]:
+        data = await self.view.read_range(first, last, self.wallets.addresses)
         anchor = await self.adapter.block_ref(last)
         if anchor is None:
             raise InconsistentBlocks(f"block {last} vanished")
-        return await self.view.with_timestamps(transfers, {}), anchor
+        return await self.view.with_timestamps(data.transfers, {}), data.escrow, anchor
 
     def _prefetch_key(self, first: int, last: int) -> tuple[int, int, frozenset[str], frozenset[str]]:
         return first, last, self.wallets.addresses, self.view.token_addresses
@@ -249,7 +258,7 @@ class ChainWatcher:
         task = asyncio.create_task(self._fetch_final_range(first, last), name=f"prefetch-{self.chain}-{first}")
         self._prefetch = (self._prefetch_key(first, last), task)
 
-    async def _take_prefetch(self, first: int, last: int) -> tuple[list[Transfer], BlockRef]:
+    async def _take_prefetch(self, first: int, last: int) -> tuple[list[Transfer], list[EscrowEvent], BlockRef]:
         if self._prefetch is not None and self._prefetch[0] == self._prefetch_key(first, last):
             task = self._prefetch[1]
             self._prefetch = None
@@ -299,8 +308,9 @@ class ChainWatcher:
                     raise InconsistentBlocks("the chain moved again while rolling back")
         if not refs and rollback_to is None:
             return False
-        transfers = await self.view.block_transfers_of(refs, self.wallets.addresses) if refs else []
-        transfers = await self.view.with_timestamps(transfers, {b.number: b.timestamp for b in refs})
+        data = await self.view.read_blocks(refs, self.wallets.addresses) if refs else ChainData([], [])
+        transfers = await self.view.with_timestamps(data.transfers, {b.number: b.timestamp for b in refs})
+        escrow = data.escrow
         # a reorg that lowered the height may leave nothing above the ancestor yet: the rollback commits alone
         tip = refs[-1] if refs else None
         last = tip.number if tip is not None else rollback_to if rollback_to is not None else self.cursor
@@ -309,7 +319,7 @@ class ChainWatcher:
         await self._commit(
             Batch(stream=REALTIME, rows=self.view.rows(transfers), cursor=last, cursor_hash=last_hash,
                   rollback_to=rollback_to, window_add=refs, prune_below=min(final, last),
-                  head=self.view.head_number, final=final, settle=settle),
+                  head=self.view.head_number, final=final, settle=settle, escrow=escrow),
             blocks=len(refs),
         )
         if rollback_to is not None:
@@ -387,7 +397,7 @@ class ChainWatcher:
         rows = []
         unfinal = [b for b in self.window.blocks if b.number > anchor]
         if unfinal:
-            transfers = await self.view.block_transfers_of(unfinal, frozenset(added))
+            transfers = (await self.view.read_blocks(unfinal, frozenset(added), escrow=False)).transfers
             transfers = await self.view.with_timestamps(transfers, {b.number: b.timestamp for b in unfinal})
             rows = self.view.rows(transfers)
         target = max(anchor, self.cfg.start_block - 1)
@@ -403,7 +413,7 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _consume_outcome(task: asyncio.Task[tuple[list[Transfer], BlockRef]]) -> None:
+def _consume_outcome(task: asyncio.Task[tuple[list[Transfer], list[EscrowEvent], BlockRef]]) -> None:
     """A discarded prefetch's result or error is of no interest; retrieving it keeps asyncio from warning."""
     if not task.cancelled():
         task.exception()
