@@ -4,6 +4,7 @@ the canonical chain's events, through a reorg that orphans a release and re-mine
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -160,3 +161,69 @@ async def test_tron_escrow_lock_release_and_a_reorg_end_equal_to_the_chain(scene
     kinds = sorted(r["tx_type"] for r in await s.pool.fetch(
         "SELECT tx_type FROM transactions WHERE tx_hash = $1", lock_tx))
     assert kinds == ["escrow_lock", "withdrawal"]
+
+
+async def test_tron_escrow_through_kill9_mid_catch_up_changes_nothing(
+    pool: asyncpg.Pool, db_url: str, writer_factory: WriterFactory, tmp_path: Any
+) -> None:
+    """The daemon killed with SIGKILL while it catches up through 60 escrow events: after a restart every agreement,
+    escrow row and audit entry is there exactly once, as the chain's events imply."""
+    import json
+    import os
+
+    from tests.support.daemon import Daemon
+    from tests.support.sync import eventually
+
+    async with TronSimulator() as sim:
+        s = EscrowScene(sim, pool, writer_factory)
+        await s.adapter.aclose()
+        for address in (s.lender, s.borrower):
+            await add_wallet(pool, "tron", address)
+        agreements = [await s.agreement("10") for _ in range(30)]
+        for i, agreement in enumerate(agreements):
+            s.lock(agreement, 10_000_000 if i % 5 else 9_000_000)  # every fifth: wrong amount
+            sim.produce_block()
+            if i % 3 == 0:
+                s.release(agreement, s.lender, 11_000_000)
+                sim.produce_block()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
+        env.update({
+            "CITADEL_DATABASE_URL": db_url,
+            "CITADEL_TRON__ENABLED": "true", "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
+            "CITADEL_TRON__TOKENS": json.dumps({"USDT": s.usdt}), "CITADEL_TRON__ESCROW_CONTRACT": s.escrow,
+            "CITADEL_TRON__POLL_INTERVAL_S": "0.1", "CITADEL_TRON__MAX_BLOCK_RANGE": "2",
+            "CITADEL_TRON__CATCHUP_BATCH_BLOCKS": "2", "CITADEL_METRICS_PORT": "0",
+        })
+
+        async def cursor_at(block: int) -> bool:
+            value = await pool.fetchval(
+                "SELECT block_number FROM sync_cursors WHERE chain = 'tron' AND stream = 'realtime'")
+            return value is not None and value >= block
+
+        first = Daemon(env, tmp_path / "escrow1.log")
+        first.start()
+        try:
+            await eventually(lambda: cursor_at(15), timeout_s=60)
+            await asyncio.to_thread(first.kill9)
+            assert not await cursor_at(sim.head_number - 5), "the kill should land during catch-up"
+            second = Daemon(env, tmp_path / "escrow2.log")
+            second.start()
+            try:
+                await eventually(lambda: cursor_at(sim.head_number), timeout_s=90)
+            finally:
+                assert await asyncio.to_thread(second.stop) == 0  # the simulator serves from this event loop
+        finally:
+            if first.proc is not None and first.proc.poll() is None:
+                first.proc.kill()
+        events = canonical_events(sim, s.escrow)
+        for agreement in agreements:
+            status, lock_tx, repay_tx = expected_agreement(events, agreement, 10_000_000, s.lender)
+            row = await pool.fetchrow("SELECT * FROM p2p_agreements WHERE id = $1", agreement)
+            assert (row["status"], row["escrow_tx_hash"], row["repay_tx_hash"]) == (status, lock_tx, repay_tx)
+        assert await pool.fetchval("SELECT count(*) FROM escrow_events") == len(events)
+        per_event = await pool.fetchval(
+            "SELECT count(*) FROM audit_trail WHERE action_type LIKE 'escrow_%' AND action_type <> 'escrow_event_orphaned'")
+        assert per_event == len(events)  # one entry per event: none lost, none twice
+        rows = await pool.fetchval("SELECT count(*) FROM transactions WHERE agreement_id IS NOT NULL")
+        assert rows == await pool.fetchval("SELECT count(*) FROM escrow_events WHERE effect IS NOT NULL")
+
