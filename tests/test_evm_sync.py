@@ -657,3 +657,30 @@ async def test_the_follow_loop_never_rebuilds_its_window_from_a_node_that_lacks_
     monkeypatch.undo()
     await sync_to_head(watcher, s.head)
     await s.assert_table_matches_chain()
+
+
+async def test_guardian_alerts_at_the_head_and_expired_by_the_reorg_that_orphans_their_transfer(
+    scene_factory: Any,
+) -> None:
+    from indexer.app import guardian_policy
+    from indexer.config import load_settings
+
+    s: Scene = scene_factory(56, 18)
+    (k1,) = await s.register(s.accounts[1])
+    whale = s.accounts[7]
+    evm.token_mint(s.anvil, s.usdt, s.deployer, whale, 10**24)
+    watcher = await s.make_watcher()
+    watcher.writer.store.guardian = guardian_policy(load_settings(environ={}))
+    await sync_to_head(watcher, s.head)
+    below = evm.token_transfer(s.anvil, s.usdt, whale, k1.address, 9_999 * 10**18)
+    large = evm.token_transfer(s.anvil, s.usdt, whale, k1.address, 25_000 * 10**18)
+    await sync_to_head(watcher, s.head)
+    checks = await s.pool.fetch("SELECT rule, tx_hash, status, context_data FROM guardian_checks")
+    assert [(c["rule"], c["tx_hash"], c["status"]) for c in checks] == [("large_amount", large, "pending")]
+    assert below not in {c["tx_hash"] for c in checks}
+    evm.reorg(s.anvil, 1, [])  # the large deposit's block is replaced; its transaction is gone
+    evm.mine(s.anvil, 1)
+    await sync_to_head(watcher, s.head)
+    expired = await s.pool.fetchrow("SELECT status, context_data FROM guardian_checks WHERE tx_hash = $1", large)
+    assert expired["status"] == "expired" and "reorg" in expired["context_data"]
+    await s.assert_table_matches_chain()
