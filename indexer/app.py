@@ -111,6 +111,7 @@ def watcher_config(cfg: ChainSettings) -> WatcherConfig:
         platform_tx_max_age_s=cfg.platform_tx_max_age_s,
         range_size=cfg.max_block_range,
         escrow_contract=cfg.escrow_contract,
+        wallet_history_from=cfg.wallet_history_from,
     )
 
 

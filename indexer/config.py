@@ -96,7 +96,11 @@ class ChainSettings(BaseModel):
     rpc_urls: list[str] = Field(default_factory=list)
     chain_id: Annotated[int, Field(ge=0)] = 0
     confirmations: Annotated[int, Field(ge=1, le=10_000)] = 1
-    start_block: Annotated[int, Field(ge=0)] = 0
+    # the first block indexed on an empty database: a number, or "final" (the chain's final block at the first
+    # start, recorded so a restart never skips); genesis (0) only when asked for
+    start_block: Annotated[int, Field(ge=0)] | Literal["final"] = "final"
+    # where a wallet that joins later gets its history from: a block number, "start" (START_BLOCK), or "none"
+    wallet_history_from: Annotated[int, Field(ge=0)] | Literal["start", "none"] = "start"
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     tokens: dict[str, str] = Field(default_factory=dict)
     escrow_contract: str | None = None

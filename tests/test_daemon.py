@@ -199,6 +199,7 @@ async def test_tron_kill9_then_restart_loses_and_duplicates_nothing(
         env.update({
             "CITADEL_DATABASE_URL": db_url,
             "CITADEL_TRON__ENABLED": "true",
+            "CITADEL_TRON__START_BLOCK": "0",
             "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
             "CITADEL_TRON__API_KEY": API_KEY,
             "CITADEL_TRON__TOKENS": json.dumps({"USDT": usdt}),

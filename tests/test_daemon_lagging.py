@@ -88,6 +88,7 @@ async def test_tron_daemon_behind_a_lagging_load_balancer_writes_every_transfer_
         env.update({
             "CITADEL_DATABASE_URL": db_url,
             "CITADEL_TRON__ENABLED": "true",
+            "CITADEL_TRON__START_BLOCK": "0",
             "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
             "CITADEL_TRON__API_KEY": API_KEY,
             "CITADEL_TRON__TOKENS": json.dumps({"USDT": usdt}),

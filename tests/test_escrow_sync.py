@@ -189,7 +189,7 @@ async def test_tron_escrow_through_kill9_mid_catch_up_changes_nothing(
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
         env.update({
             "CITADEL_DATABASE_URL": db_url,
-            "CITADEL_TRON__ENABLED": "true", "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
+            "CITADEL_TRON__ENABLED": "true", "CITADEL_TRON__START_BLOCK": "0", "CITADEL_TRON__RPC_URLS": json.dumps([sim.url]),
             "CITADEL_TRON__TOKENS": json.dumps({"USDT": s.usdt}), "CITADEL_TRON__ESCROW_CONTRACT": s.escrow,
             "CITADEL_TRON__POLL_INTERVAL_S": "0.1", "CITADEL_TRON__MAX_BLOCK_RANGE": "2",
             "CITADEL_TRON__CATCHUP_BATCH_BLOCKS": "2", "CITADEL_METRICS_PORT": "0",

@@ -684,3 +684,50 @@ async def test_guardian_alerts_at_the_head_and_expired_by_the_reorg_that_orphans
     expired = await s.pool.fetchrow("SELECT status, context_data FROM guardian_checks WHERE tx_hash = $1", large)
     assert expired["status"] == "expired" and "reorg" in expired["context_data"]
     await s.assert_table_matches_chain()
+
+
+async def test_start_block_final_starts_at_the_final_block_and_a_restart_never_skips(scene_factory: Any) -> None:
+    s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "2"])  # finalized = head - 4
+    (k1,) = await s.register(s.accounts[1])
+    for i in range(10):
+        evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 1 + i)  # one block each
+    first_final = s.head() - 4
+    watcher = await s.make_watcher(start_block="final")
+    await watcher.prepare()
+    assert watcher.view.start_block == first_final
+    assert await s.pool.fetchval("SELECT block_number FROM sync_cursors WHERE stream = 'start'") == first_final
+    await sync_to_head(watcher, s.head)
+    stored = {r["block_number"] for r in await s.pool.fetch("SELECT block_number FROM transactions")}
+    assert stored and min(stored) >= first_final  # nothing before the start: no scan of years of history
+    for i in range(12):  # while "down": the final block moves well past where the stream is
+        evm.token_mint(s.anvil, s.usdt, s.deployer, k1.address, 100 + i)
+    restarted = await s.make_watcher(start_block="final")
+    await sync_to_head(restarted, s.head)
+    assert restarted.view.start_block == first_final
+    expected = [r for r in s.expected() if r[6] >= first_final]
+    assert await actual_rows(s.pool, "bsc") == expected
+
+
+async def test_wallet_history_from_none_and_from_a_block(scene_factory: Any) -> None:
+    s: Scene = scene_factory(56, 18, extra_args=["--slots-in-an-epoch", "2"])
+    (k1,) = await s.register(s.accounts[1])
+    late, later = s.accounts[2], s.accounts[3]
+    for a in (late, later):
+        evm.token_mint(s.anvil, s.usdt, s.deployer, a, 5)  # history before they are known
+    from_block = s.head() + 1
+    for a in (late, later):
+        evm.token_mint(s.anvil, s.usdt, s.deployer, a, 6)
+    evm.mine(s.anvil, 6)
+    for setting, address in (("none", late), (from_block, later)):
+        watcher = await s.make_watcher(wallet_history_from=setting)
+        await sync_to_head(watcher, s.head)
+        (wallet,) = await s.register(address)
+        watcher.wallet_changed.set()
+        await sync_to_head(watcher, s.head)
+        await run_backfills(watcher, range_size=50)
+        blocks = sorted(r["block_number"] for r in await s.pool.fetch(
+            "SELECT block_number FROM transactions WHERE wallet_id = $1", wallet.id))
+        if setting == "none":
+            assert blocks == []  # its history before it joined is not indexed
+        else:
+            assert blocks and min(blocks) >= from_block and len(blocks) == 1

@@ -31,7 +31,7 @@ log = logging.getLogger("citadel.chain")
 
 @dataclass(frozen=True, slots=True)
 class WatcherConfig:
-    start_block: int
+    start_block: int | str  # a block number, or "final" (CITADEL_<CHAIN>__START_BLOCK)
     confirmations: int
     poll_interval_s: float
     tokens: dict[str, str]  # symbol -> contract address (as configured)
@@ -47,6 +47,7 @@ class WatcherConfig:
     platform_tx_max_age_s: float = 6 * 3600.0  # unmined platform transactions are 'dropped' after this long
     range_size: int = 2000  # blocks per backfill step (CITADEL_<CHAIN>__MAX_BLOCK_RANGE)
     escrow_contract: str | None = None  # CITADEL_<CHAIN>__ESCROW_CONTRACT, as configured
+    wallet_history_from: int | str = "start"  # a block number, "start" or "none" (CITADEL_<CHAIN>__WALLET_HISTORY_FROM)
 
 
 @dataclass(slots=True)
@@ -61,7 +62,9 @@ class ChainView:
         self.adapter = adapter
         self.cfg = cfg
         self.chain = adapter.chain.value
-        self.wallets = WalletSet(adapter, writer, cfg.start_block)
+        # the first block of the realtime stream, once known (START_BLOCK, or the final block at the first start)
+        self.start_block: int | None = cfg.start_block if isinstance(cfg.start_block, int) else None
+        self.wallets = WalletSet(adapter, writer, self.history_from)
         self.tokens: dict[str | None, TokenMeta] = {}
         self.token_addresses: frozenset[str] = frozenset()
         self.escrow = adapter.normalise_address(cfg.escrow_contract) if cfg.escrow_contract else None
@@ -70,6 +73,15 @@ class ChainView:
         self._finality = _Finality()
         self.caught_up = asyncio.Event()  # the realtime stream reached the head once
         self.backfill_wakeup = asyncio.Event()  # a backfill stream was recorded
+
+    def history_from(self) -> int | None:
+        """The first block of a late wallet's history; None: no history before it joined."""
+        setting = self.cfg.wallet_history_from
+        if setting == "none":
+            return None
+        if isinstance(setting, int):
+            return setting
+        return self.start_block if self.start_block is not None else 0
 
     async def load_tokens(self, writer: ChainWriter) -> None:
         """Token metadata read on-chain (decimals) and recorded in ``tokens``. The native coin is always described:

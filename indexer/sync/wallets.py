@@ -10,6 +10,7 @@ dropped, so a reactivated wallet is backfilled again (idempotently).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from chains.base import ChainAdapter
@@ -25,12 +26,12 @@ WALLET_STREAM_PREFIX = "wallet:"
 
 
 class WalletSet:
-    def __init__(self, adapter: ChainAdapter, writer: ChainWriter, start_block: int) -> None:
+    def __init__(self, adapter: ChainAdapter, writer: ChainWriter, history_from: Callable[[], int | None]) -> None:
         self.adapter = adapter
         self.writer = writer
         self.store = writer.store
         self.chain = adapter.chain.value
-        self.start_block = start_block
+        self.history_from = history_from  # where a late wallet's history starts (None: no history)
         self.by_address: dict[str, WalletRef] = {}
         self.addresses: frozenset[str] = frozenset()
         self.pending_rescan: set[str] = set()
@@ -69,8 +70,7 @@ class WalletSet:
         covered: list[StreamState] = []
         if not realtime_started:
             # the first catch-up starts at START_BLOCK with every wallet: nothing to backfill for them
-            covered = [StreamState(self.stream_name(fresh[a]), self.start_block - 1, self.start_block - 1)
-                       for a in missing]
+            covered = [StreamState(self.stream_name(fresh[a]), -1, -1) for a in missing]
             missing = []
         if stale or covered:
             await self.writer.commit(Batch(stream="wallets", stream_states=covered, drop_streams=stale))

@@ -49,6 +49,7 @@ from indexer.sync.writer import REALTIME, ChainWriter
 
 log = logging.getLogger("citadel.watcher")
 
+START_STREAM = "start"  # sync_cursors row recording the realtime stream's first block
 PLATFORM_POLL_MAX_S = 60.0  # receipts of an unmined platform transaction are asked for at most this rarely
 PLATFORM_RECEIPTS_PER_STEP = 500
 DROP_CHECK_EVERY_S = 60.0
@@ -94,7 +95,7 @@ class ChainWatcher:
         self.view = ChainView(adapter, writer, cfg)
         self.wallet_changed = wallet_changed or asyncio.Event()
         self.window = ReorgWindow()
-        self.cursor: int = cfg.start_block - 1
+        self.cursor: int = (cfg.start_block if isinstance(cfg.start_block, int) else 0) - 1
         self._wallets_loaded_at = 0.0
         self._cursor_committed = False  # a realtime cursor exists in the database
         self._platform = PlatformPolling(first_s=max(cfg.poll_interval_s, 1.0))
@@ -136,12 +137,36 @@ class ChainWatcher:
         await self.adapter.check_chain_id()
         await self.view.load_tokens(self.writer)
         stored = await self.store.cursor(REALTIME)
+        recorded_start = await self.store.cursor(START_STREAM)
         if stored is not None:
             self.cursor = stored
             self._cursor_committed = True
-        self.writer.cursor = self.cursor
         self.window = ReorgWindow(await self.store.window())
         await self._refresh_wallets(force=True)
+        if stored is None or recorded_start is None:
+            await self._record_start(stored, recorded_start)
+        else:
+            self.view.start_block = recorded_start
+        self.writer.cursor = self.cursor
+
+    async def _record_start(self, stored: int | None, recorded: int | None) -> None:
+        """The realtime stream's first block, resolved once and recorded with the cursor: ``START_BLOCK = final``
+        is the final block at the FIRST start, so a restart resumes where the stream is, never at a later final
+        block (which would skip what lies between)."""
+        if stored is None:
+            if isinstance(self.cfg.start_block, int):
+                first = self.cfg.start_block
+            else:
+                await self.view.observe_head()
+                first = max(self.view.final_number, 0)
+            self.cursor = first - 1
+            await self._commit(Batch(stream=REALTIME, cursor=self.cursor,
+                                     stream_states=[StreamState(START_STREAM, first, first)]))
+            log.info("first start", extra={"fields": {"chain": self.chain, "start_block": first}})
+        else:  # a database from before the start was recorded: its stream began at START_BLOCK (genesis then)
+            first = self.cfg.start_block if isinstance(self.cfg.start_block, int) else 0
+            await self._commit(Batch(stream="start", stream_states=[StreamState(START_STREAM, first, first)]))
+        self.view.start_block = first
 
     # ------------------------------------------------------------------------------------------------ the loop
 
@@ -400,8 +425,10 @@ class ChainWatcher:
             transfers = (await self.view.read_blocks(unfinal, frozenset(added), escrow=False)).transfers
             transfers = await self.view.with_timestamps(transfers, {b.number: b.timestamp for b in unfinal})
             rows = self.view.rows(transfers)
-        target = max(anchor, self.cfg.start_block - 1)
-        states = [StreamState(self.wallets.stream_name(self.wallets.by_address[a]), self.cfg.start_block - 1, target)
+        history = self.view.history_from()
+        target = anchor if history is None else max(anchor, history - 1)
+        done = target if history is None else history - 1  # "none": nothing before the wallet joined
+        states = [StreamState(self.wallets.stream_name(self.wallets.by_address[a]), done, target)
                   for a in added if a in self.wallets.by_address]
         await self._commit(Batch(stream="wallet-rescan", rows=rows, stream_states=states))
         self.wallets.rescan_done(added)

@@ -62,6 +62,7 @@ def daemon_env(db_url: str, anvil: Anvil, tokens: dict[str, str], **extra: str) 
     env.update({
         "CITADEL_DATABASE_URL": db_url,
         "CITADEL_BSC__ENABLED": "true",
+        "CITADEL_BSC__START_BLOCK": "0",  # these tests index a history from genesis
         "CITADEL_BSC__RPC_URLS": json.dumps([anvil.url + "/?apikey=SECRETKEY42"]),
         "CITADEL_BSC__CHAIN_ID": str(anvil.chain_id),
         "CITADEL_BSC__TOKENS": json.dumps(tokens),
