@@ -25,6 +25,17 @@ real one, the way geth answers:
 ``injected["lagging"]`` counts the requests answered that way, ``injected["lag_hidden"]`` the entries whose answer it
 changed (a ``null``, a clamped range, an error, a lower number).
 
+Per-entry errors inside a batch (``logs_error`` = the probability per request, its own draw): every ``eth_getLogs``
+entry of such a request is answered with a provider's per-entry rate-limit error (``LOGS_RATE_LIMITED``), the other
+entries as usual. ``injected["logs_error"]`` counts the entries answered so.
+
+A scripted start (``script``): the first requests, one step each in arrival order, are answered as the step says and
+draw nothing: ``"ok"`` (no drawn fault), ``"lagging"`` (as the lagging node above), ``"logs_error"`` (the
+``eth_getLogs`` entries errored as above); the configured limits and rewrites still apply. The draws above apply once the script is used up. With one request in
+flight at a time, a test knows exactly which request meets which fault.
+
+``methods`` records the JSON-RPC methods of every request, one list per HTTP request (a batch's entries in order).
+
 Impossible values (a node serving corrupt data): with probability ``corrupt`` per request, and always for the
 transactions in ``corrupt_txs``, logs get a ``logIndex`` of 2^31 (beyond PostgreSQL's ``integer``) and transactions in
 full blocks a ``transactionIndex`` of 2^31; blocks numbered in ``corrupt_headers`` get a ``timestamp`` of 2^64 - 1
@@ -73,6 +84,10 @@ class Faults:
     # a node behind the others, answering this share of the requests (its own draw, after the transport faults)
     lagging: float = 0.0
     lag_blocks: int = 3
+    # a provider's per-entry error for the eth_getLogs entries of this share of the requests (its own draw)
+    logs_error: float = 0.0
+    # the first requests' faults, one step per request before any draw: "ok", "lagging" or "logs_error"
+    script: tuple[str, ...] = ()
     # impossible values
     corrupt: float = 0.0
     corrupt_txs: frozenset[str] = frozenset()
@@ -87,6 +102,12 @@ LATEST_TAGS = ("latest", "pending")
 FINALITY_TAGS = ("safe", "finalized")
 UNKNOWN_BLOCK = {"code": -32000, "message": "unknown block"}  # geth, anvil: eth_getLogs by an unknown blockHash
 HEADER_NOT_FOUND = {"code": -32000, "message": "header not found"}  # geth: state read at a block it lacks
+LOGS_RATE_LIMITED = {  # Alchemy's per-entry answer in a batch that went over the rate
+    "code": 429,
+    "message": "Your app has exceeded its compute units per second capacity. If you have retries enabled, you can "
+               "safely ignore this message.",
+}
+SCRIPT_STEPS = frozenset({"ok", "lagging", "logs_error"})
 STATE_READS = ("eth_call", "eth_getBalance", "eth_getCode", "eth_getTransactionCount", "eth_getStorageAt")
 
 
@@ -151,10 +172,11 @@ class FaultProxy:
     faults: Faults = field(default_factory=Faults)
     injected: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    methods: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.port = free_port()
-        self._rng = random.Random(self.faults.seed)
+        self.set_faults(self.faults)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -169,8 +191,12 @@ class FaultProxy:
         return self.url + path_and_query
 
     def set_faults(self, faults: Faults) -> None:
+        unknown = set(faults.script) - SCRIPT_STEPS
+        if unknown:
+            raise ValueError(f"unknown script steps: {sorted(unknown)}")
         self.faults = faults
         self._rng = random.Random(faults.seed)
+        self._script = list(faults.script)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -227,6 +253,7 @@ class FaultProxy:
             return web.Response(status=400, text="invalid JSON")
         entries: list[dict[str, Any]] = payload if isinstance(payload, list) else [payload]
         is_batch = isinstance(payload, list)
+        self.methods.append([str(e.get("method")) if isinstance(e, dict) else "" for e in entries])
         f = self.faults
 
         if is_batch and f.reject_batches:
@@ -238,6 +265,13 @@ class FaultProxy:
                     "error": {"code": -32600, "message": "batch requests are not supported"},
                 }
             )
+
+        step = self._script.pop(0) if self._script else None
+        if step is not None:
+            lag = await self._lag_view(entries) if step == "lagging" else None
+            logs_error = step == "logs_error"
+            return await self._answer(entries, is_batch, lag=lag, logs_error=logs_error, truncate=False,
+                                      corrupt=False)
 
         draw = self._rng.random()
         methods = {str(e.get("method")) for e in entries}
@@ -263,11 +297,24 @@ class FaultProxy:
         truncate = faultable and draw < f.truncate
         lag = await self._lag_view(entries) if f.lagging and self._rng.random() < f.lagging else None
         corrupt = bool(f.corrupt) and self._rng.random() < f.corrupt
+        logs_error = bool(f.logs_error) and self._rng.random() < f.logs_error
+        return await self._answer(entries, is_batch, lag=lag, logs_error=logs_error, truncate=truncate,
+                                  corrupt=corrupt)
 
+    async def _answer(
+        self, entries: list[dict[str, Any]], is_batch: bool, *, lag: LagView | None, logs_error: bool,
+        truncate: bool, corrupt: bool,
+    ) -> web.Response:
+        """The reply to a request that met no transport fault: each entry forwarded (rewritten for a lagging node)
+        or answered here."""
         replies: dict[int, dict[str, Any]] = {}
         forward: list[dict[str, Any]] = []
         sent: dict[int, dict[str, Any]] = {}  # position -> the entry as forwarded (rewritten for a lagging node)
         for pos, entry in enumerate(entries):
+            if logs_error and entry.get("method") == "eth_getLogs":
+                self.injected["logs_error"] += 1
+                replies[pos] = {"jsonrpc": "2.0", "id": entry.get("id"), "error": LOGS_RATE_LIMITED}
+                continue
             refusal = self._refuse_logs(entry)
             if refusal is not None:
                 replies[pos] = {"jsonrpc": "2.0", "id": entry.get("id"), "error": refusal}
