@@ -422,6 +422,7 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/readyz", self._ready)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.metrics_host, self.settings.metrics_port)
@@ -466,6 +467,29 @@ class Daemon:
         healthy = all(not str(c["status"]).startswith("stopped") for c in chains.values())
         return web.json_response({"healthy": healthy, "replica": self.replica, "chains": chains},
                                  status=200 if healthy else 503)
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        """Ready when every enabled chain is either written by this replica within ``READY_LAG_BLOCKS`` of its head,
+        or stood by while another replica writes it. 503 otherwise, naming each chain that is not and why."""
+        chains: dict[str, dict[str, Any]] = {}
+        for chain in self.settings.enabled_chains():
+            name = chain.value
+            status = self.status.get(name, "unknown")
+            watcher = self.watchers.get(chain)
+            max_lag = self.settings.chain(chain).ready_lag_blocks
+            lag = None
+            if status == "running" and watcher is not None and watcher.head_number >= 0:
+                lag = max(watcher.head_number - watcher.cursor, 0)
+                ready = lag <= max_lag and not watcher.degraded
+                reason = "" if ready else ("degraded" if watcher.degraded else f"{lag} blocks behind the head")
+            elif status == "standby":
+                ready, reason = True, "another replica writes it"
+            else:
+                ready, reason = False, status
+            chains[name] = {"ready": ready, "lag_blocks": lag, "max_lag_blocks": max_lag, "reason": reason}
+        ready = all(c["ready"] for c in chains.values())
+        return web.json_response({"ready": ready, "replica": self.replica, "chains": chains},
+                                 status=200 if ready else 503)
 
     async def _writer_of(self, chain: Chain) -> str | None:
         """The replica the database names as the chain's writer (None when unknown or the database is away)."""

@@ -119,6 +119,8 @@ class ChainSettings(BaseModel):
     stablecoin_usd_price: Decimal = Decimal("1.00")
     stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC"])
     finality_stall_s: Annotated[float, Field(gt=0)] = 300.0
+    # /readyz: the chain is ready while its realtime cursor is at most this many blocks behind the head
+    ready_lag_blocks: Annotated[int, Field(ge=0)] = 100
     # failing this long, the chain reports itself degraded (metric, /healthz) while it keeps retrying
     degraded_after_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     # a transaction another service recorded as pending is given up ('dropped') when not mined after this long

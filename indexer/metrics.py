@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 _log = logging.getLogger("citadel.skipped")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# resident memory, CPU seconds, open fds (process_*), garbage collections (python_gc_*), the interpreter (python_info)
+for _collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+    REGISTRY.register(_collector)
 
 HEAD_BLOCK = Gauge("citadel_chain_head_block", "Latest block number the node reported", ["chain"], registry=REGISTRY)
 FINALIZED_BLOCK = Gauge(
@@ -111,6 +122,10 @@ GUARDIAN_ALERTS = Counter(
 GUARDIAN_ALERTS_EXPIRED = Counter(
     "citadel_guardian_alerts_expired_total", "Pending Guardian alerts expired because a reorg orphaned their transfer",
     ["chain"], registry=REGISTRY,
+)
+CATCHUP_REMAINING_BLOCKS = Gauge(
+    "citadel_catchup_remaining_blocks", "Final blocks the realtime stream still has to catch up", ["chain"],
+    registry=REGISTRY,
 )
 WATCHER_UP = Gauge("citadel_watcher_up", "1 while the chain's watcher runs", ["chain"], registry=REGISTRY)
 WATCHER_ERRORS = Counter(

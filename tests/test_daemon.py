@@ -121,12 +121,22 @@ async def test_daemon_serves_metrics_and_health_and_a_second_replica_stands_by(
     assert "SECRETKEY42" not in body and "apikey" not in body  # endpoints are labelled redacted
     status, body = await asyncio.to_thread(fetch, ports[0], "/healthz")
     assert status == 200 and json.loads(body)["chains"]["bsc"]["status"] == "running"
+    status, body = await asyncio.to_thread(fetch, ports[0], "/metrics")
+    for collected in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                      "python_gc_objects_collected_total"):
+        assert collected in body
+    status, body = await asyncio.to_thread(fetch, ports[0], "/readyz")
+    ready = json.loads(body)
+    assert status == 200 and ready["ready"] and ready["chains"]["bsc"]["lag_blocks"] is not None
 
     async def standby() -> bool:
         return json.loads((await asyncio.to_thread(fetch, ports[1], "/healthz"))[1])["chains"]["bsc"]["status"] \
             == "standby"
 
     await eventually(standby, timeout_s=30)
+    status, body = await asyncio.to_thread(fetch, ports[1], "/readyz")  # standing by while another writes: ready
+    assert status == 200 and json.loads(body)["chains"]["bsc"]["reason"] == "another replica writes it"
+    assert "caught up" in daemons[0].log_text()  # the catch-up's progress lines
     for d in daemons:
         assert d.stop() == 0
 

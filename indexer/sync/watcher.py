@@ -53,6 +53,30 @@ START_STREAM = "start"  # sync_cursors row recording the realtime stream's first
 PLATFORM_POLL_MAX_S = 60.0  # receipts of an unmined platform transaction are asked for at most this rarely
 PLATFORM_RECEIPTS_PER_STEP = 500
 DROP_CHECK_EVERY_S = 60.0
+PROGRESS_EVERY_S = 5.0  # a catch-up progress line per chain at most this often
+
+
+@dataclass(slots=True)
+class CatchUpProgress:
+    """Blocks and transfers done since the catch-up (re)started, for the progress lines and their ETA."""
+
+    started_at: float
+    from_block: int
+    blocks: int = 0
+    rows: int = 0
+    logged_at: float = 0.0
+
+    def line_fields(self, chain: str, cursor: int, final: int, now: float) -> dict[str, object]:
+        elapsed = max(now - self.started_at, 1e-9)
+        rate = self.blocks / elapsed
+        remaining = max(final - cursor, 0)
+        total = max(final - self.from_block + 1, 1)
+        return {
+            "chain": chain, "block": cursor, "final": final,
+            "done_pct": round(100.0 * (cursor - self.from_block + 1) / total, 1),
+            "blocks_per_s": round(rate, 1), "transfers_per_s": round(self.rows / elapsed, 1),
+            "eta_s": round(remaining / rate) if rate > 0 else None,
+        }
 
 
 @dataclass(slots=True)
@@ -102,6 +126,7 @@ class ChainWatcher:
         self._last_drop_check = 0.0
         self.failing_since: float | None = None
         self.degraded = False
+        self._progress: CatchUpProgress | None = None
         self._prefetch: tuple[tuple[int, int, frozenset[str], frozenset[str]],
                               asyncio.Task[tuple[list[Transfer], list[EscrowEvent], BlockRef]]] | None = None
 
@@ -260,13 +285,32 @@ class ChainWatcher:
         if following[0] <= following[1]:
             self._start_prefetch(*following)
         # platform transactions are settled once at the head, not on every range of the catch-up hot path
+        rows = self.view.rows(transfers)
         await self._commit(
-            Batch(stream=REALTIME, rows=self.view.rows(transfers), cursor=last, cursor_hash=anchor.hash,
+            Batch(stream=REALTIME, rows=rows, cursor=last, cursor_hash=anchor.hash,
                   window_reset=anchor, head=self.view.head_number, final=final, escrow=escrow),
             blocks=last - first + 1,
         )
         self.window.reset(anchor)
         self.cursor = last
+        self._report_progress(last - first + 1, len(rows), final)
+
+    def _report_progress(self, blocks: int, rows: int, final: int) -> None:
+        """A progress line every few seconds while catching up (blocks done/total, rates, ETA)."""
+        now = time.monotonic()
+        if self._progress is None:
+            self._progress = CatchUpProgress(now, self.cursor - blocks + 1, logged_at=now)
+        progress = self._progress
+        progress.blocks += blocks
+        progress.rows += rows
+        metrics.CATCHUP_REMAINING_BLOCKS.labels(self.chain).set(max(final - self.cursor, 0))
+        done = self.cursor >= final
+        if done or now - progress.logged_at >= PROGRESS_EVERY_S:
+            progress.logged_at = now
+            fields = progress.line_fields(self.chain, self.cursor, final, now)
+            log.info("caught up" if done else "catching up", extra={"fields": fields})
+        if done:
+            self._progress = None
 
     async def _fetch_final_range(self, first: int, last: int) -> tuple[list[Transfer], list[EscrowEvent], BlockRef]:
         data = await self.view.read_range(first, last, self.wallets.addresses)
