@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -40,13 +40,13 @@ from indexer import metrics
 from indexer.config import ChainSettings, Settings
 from indexer.guardian import RuleConfig
 from indexer.logs import register_secret
-from indexer.model import WriterFenced
+from indexer.model import StreamState, WalletRef, WriterFenced
 from indexer.store import db
 from indexer.store.chain_store import ChainStore, prepare_connection
 from indexer.store.guardian_store import GuardianPolicy
 from indexer.store.lease import LeaseLost, WriterLease, current_writer
 from indexer.store.migrate import migration_status
-from indexer.sync.backfill import Backfiller, Progress, backfill_blocks, check_range, range_stream
+from indexer.sync.backfill import Backfiller, BackfillError, Progress, check_range, range_stream
 from indexer.sync.balances import BalanceRefresher
 from indexer.sync.resilience import TRANSIENT_ERRORS, Backoff
 from indexer.sync.view import ChainView, WatcherConfig
@@ -176,13 +176,15 @@ async def run_backfill(
     report: Callable[[Progress], None],
     say: Callable[[str], None],
     *,
+    wallets: Sequence[str] | None = None,
     poll_s: float = 1.0,
 ) -> Progress:
-    """``citadel-indexer backfill``: re-index final blocks ``first..last`` of ``chain`` for every active wallet.
+    """``citadel-indexer backfill``: re-index final blocks ``first..last`` of ``chain`` for every active wallet, or
+    for ``wallets`` only (their history streams).
 
-    One writer per chain owns every commit: when a daemon holds the chain's writer lease, the job is recorded for it
-    and this command follows its progress; when none does (or the daemon goes away), this process takes the lease
-    and runs the job itself, resuming from the recorded progress either way."""
+    One writer per chain owns every commit: the job is recorded as streams in ``sync_cursors``; when a daemon holds
+    the chain's writer lease it runs them and this command follows their progress; when none does (or the daemon
+    goes away), this process takes the lease and runs them itself, resuming from the recorded progress either way."""
     cfg = settings.chain(chain)
     name = chain.value
     dsn = database_url(settings)
@@ -195,29 +197,32 @@ async def run_backfill(
         await adapter.check_chain_id()
         await view.observe_head()
         check_range(view, first, last)
-        stream = range_stream(first, last)
-        handed_off = False
+        if wallets:
+            streams = await _request_wallet_backfills(reader, adapter, wallets, first, last)
+            label = f"wallets:{len(streams)}"
+        else:
+            label = range_stream(first, last)
+            await reader.request_backfill(label, first - 1, last)
+            streams = [label]
         started = time.monotonic()
+        told = False
         while True:
             lease = await WriterLease.try_take(dsn, name, f"{replica_id(settings)} backfill")
             if lease is not None:
                 try:
                     async with lease:
-                        return await _backfill_leased(lease, pool, adapter, cfg, first, last, report)
+                        return await _backfill_leased(lease, pool, adapter, cfg, streams, label, first, last,
+                                                      started, report)
                 except (LeaseLost, WriterFenced) as exc:
                     say(f"lost the writer lease of {name} ({exc}); going on where the job stands")
                     continue
-            if not handed_off:
-                await reader.request_backfill(stream, first - 1, last)
-                say(f"a daemon writes {name}: the job {stream} is recorded and runs there; following its progress "
+            if not told:
+                say(f"a daemon writes {name}: the job {label} is recorded and runs there; following its progress "
                     "(Ctrl-C stops following, not the job)")
-                handed_off = True
-            states = {s.stream: s for s in await reader.streams(stream)}
-            state = states.get(stream)
-            done = state.block_number if state is not None and state.block_number is not None else first - 1
-            progress = Progress(stream, done, last, done - first + 1, last - first + 1, 0, time.monotonic() - started)
+                told = True
+            progress = await _job_progress(reader, streams, label, first, last, started)
             report(progress)
-            if done >= last:
+            if progress.done_to >= last:
                 return progress
             await asyncio.sleep(poll_s)
     finally:
@@ -225,26 +230,79 @@ async def run_backfill(
         await close_pool(pool)
 
 
-async def _backfill_leased(
-    lease: WriterLease, pool: asyncpg.Pool, adapter: ChainAdapter, cfg: ChainSettings, first: int, last: int,
-    report: Callable[[Progress], None],
+async def _request_wallet_backfills(
+    reader: ChainStore, adapter: ChainAdapter, wallets: Sequence[str], first: int, last: int
+) -> list[str]:
+    """The history streams of ``wallets``, set to ``first..last``; a wallet the daemon has not picked up yet, or
+    whose history is still being filled, is refused (its own backfill covers it)."""
+    from indexer.sync.wallets import WalletSet
+
+    by_address = {}
+    for record in await reader.active_wallets():
+        try:
+            by_address[adapter.normalise_address(record.public_address)] = record
+        except ValueError:
+            continue
+    streams = []
+    for given in wallets:
+        try:
+            address = adapter.normalise_address(given)
+        except ValueError as exc:
+            raise BackfillError(f"--wallet {given}: {exc}") from None
+        found = by_address.get(address)
+        if found is None:
+            raise BackfillError(f"--wallet {given}: no active wallet of {reader.chain} has this address")
+        streams.append(WalletSet.stream_name(WalletRef(found.id, found.user_id, address)))
+    refused = await reader.request_wallet_backfills(streams, first - 1, last)
+    if refused:
+        raise BackfillError("; ".join(f"{stream}: {why}" for stream, why in refused.items()))
+    return streams
+
+
+async def _job_progress(
+    reader: ChainStore, streams: Sequence[str], label: str, first: int, last: int, started: float
 ) -> Progress:
+    """The job's progress: its slowest stream."""
+    states = {s.stream: s for prefix in {n.rsplit(":", 1)[0] for n in streams} for s in await reader.streams(prefix)}
+    done = min(_done_to(states.get(n), first - 1) for n in streams)
+    return Progress(label, done, last, done - first + 1, last - first + 1, 0, time.monotonic() - started)
+
+
+def _done_to(state: StreamState | None, default: int) -> int:
+    return state.block_number if state is not None and state.block_number is not None else default
+
+
+async def _backfill_leased(
+    lease: WriterLease, pool: asyncpg.Pool, adapter: ChainAdapter, cfg: ChainSettings, streams: Sequence[str],
+    label: str, first: int, last: int, started: float, report: Callable[[Progress], None],
+) -> Progress:
+    """Run the job's streams as the chain's writer (the daemon's Backfiller does the same), watching the lease."""
     writer = ChainWriter(ChainStore(pool, lease.fence.chain, lease.fence))
     watcher = ChainWatcher(adapter, writer, watcher_config(cfg))
     await watcher.prepare()
     await watcher.view.observe_head()
-    work = asyncio.create_task(backfill_blocks(watcher.view, writer, first, last, report))
+    backfiller = Backfiller(watcher.view, writer)
+
+    async def work() -> Progress:
+        while True:
+            progress = await _job_progress(writer.store, streams, label, first, last, started)
+            report(progress)
+            if progress.done_to >= last:
+                return progress
+            await backfiller.advance_all()
+
+    job = asyncio.create_task(work())
     guard = asyncio.create_task(lease.watch(1.0, 10.0))
     try:
-        await asyncio.wait({work, guard}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({job, guard}, return_when=asyncio.FIRST_COMPLETED)
         if guard.done():
-            work.cancel()
+            job.cancel()
             guard.result()  # raises LeaseLost
-        return work.result()
+        return job.result()
     finally:
-        for task in (work, guard):
+        for task in (job, guard):
             task.cancel()
-        await asyncio.gather(work, guard, return_exceptions=True)
+        await asyncio.gather(job, guard, return_exceptions=True)
 
 
 class Daemon:

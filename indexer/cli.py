@@ -12,19 +12,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from pydantic import SecretStr
 
 from chains.base import Chain, ChainError
 from indexer.config import ConfigError, Settings, load_settings
 from indexer.logs import setup_logging
 
+if TYPE_CHECKING:
+    from indexer.sync.backfill import Progress
+
 log = logging.getLogger("citadel.cli")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _chain_list(value: str) -> list[Chain]:
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    known = {c.value for c in Chain}
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown chain {', '.join(bad) or '(none)'} (known: bsc, polygon, tron)")
+    return [Chain(n) for n in names]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,11 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--lock-timeout-s", type=_lock_timeout, default=None, metavar="N",
                          help="give up a migration that waits more than N s for a table lock, so it never queues "
                               "live traffic behind it (default 5; 0 waits as long as it takes)")
-    sub.add_parser("run", help="run the indexer daemon")
+    run = sub.add_parser("run", help="run the indexer daemon")
+    run.add_argument("--chains", type=_chain_list, default=None, metavar="CHAIN,...",
+                     help="follow only these of the enabled chains (e.g. bsc,tron)")
+    status = sub.add_parser("status", help="each chain's writer, head, cursor, lag, rows and backfills")
+    status.add_argument("--json", action="store_true", help="JSON with stable keys instead of a table")
     backfill = sub.add_parser("backfill", help="re-index a range of final blocks for every active wallet")
     backfill.add_argument("--chain", required=True, choices=[c.value for c in Chain])
     backfill.add_argument("--from-block", type=int, required=True)
     backfill.add_argument("--to-block", type=int, required=True)
+    backfill.add_argument("--wallet", action="append", default=None, metavar="ADDRESS",
+                          help="only this wallet's history (repeat for several); default: every active wallet")
     demo = sub.add_parser("demo", help="start an embedded local stack and index it live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     return parser
@@ -84,9 +105,21 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "run":
             from indexer.app import Daemon
 
+            if args.chains:
+                not_enabled = [c for c in args.chains if not settings.chain(c).enabled]
+                if not_enabled:
+                    names = ", ".join(f"CITADEL_{c.name}__ENABLED" for c in not_enabled)
+                    print(f"citadel-indexer: --chains names a chain that is not enabled ({names} is false)",
+                          file=sys.stderr)
+                    return EXIT_CONFIG
+                for chain in Chain:
+                    if chain not in args.chains:
+                        settings.chain(chain).enabled = False
             return await Daemon(settings).run()
+        if args.command == "status":
+            return await _status(settings, args.json)
         if args.command == "backfill":
-            return await _backfill(settings, Chain(args.chain), args.from_block, args.to_block)
+            return await _backfill(settings, Chain(args.chain), args.from_block, args.to_block, args.wallet)
     except StartupError as exc:
         print(f"citadel-indexer: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -134,7 +167,43 @@ async def _migrate(dsn: str, status_only: bool, lock_timeout_s: float | None, pa
     return EXIT_OK
 
 
-async def _backfill(settings: Settings, chain: Chain, first: int, last: int) -> int:
+def progress_printer() -> Callable[[Progress], None]:
+    """A progress bar on a terminal (tqdm), the same lines otherwise (a log file, a CI job)."""
+    if not sys.stderr.isatty():
+        return lambda p: print(p.line(), file=sys.stderr, flush=True)
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm
+    except ImportError:
+        return lambda p: print(p.line(), file=sys.stderr, flush=True)
+    bar: Any = None
+
+    def show(p: Progress) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=p.blocks_total, unit="block", desc=p.stream, file=sys.stderr)
+        bar.n = max(p.blocks_done, 0)
+        bar.refresh()
+        if p.blocks_done >= p.blocks_total:
+            bar.close()
+
+    return show
+
+
+async def _status(settings: Settings, as_json: bool) -> int:
+    from indexer.app import database_url
+    from indexer.status import collect, exit_code, render
+
+    chains = settings.enabled_chains() or list(Chain)
+    try:
+        report = await collect(settings, database_url(settings), chains)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"citadel-indexer: status: cannot read the database ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render(report, as_json))
+    return exit_code(report)
+
+
+async def _backfill(settings: Settings, chain: Chain, first: int, last: int, wallets: list[str] | None = None) -> int:
     from indexer.app import run_backfill
     from indexer.sync.backfill import BackfillError
 
@@ -142,9 +211,8 @@ async def _backfill(settings: Settings, chain: Chain, first: int, last: int) -> 
         print(f"citadel-indexer: CITADEL_{chain.name}__RPC_URLS: not set", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        done = await run_backfill(settings, chain, first, last,
-                                  lambda p: print(p.line(), file=sys.stderr, flush=True),
-                                  lambda m: print(m, file=sys.stderr, flush=True))
+        done = await run_backfill(settings, chain, first, last, progress_printer(),
+                                  lambda m: print(m, file=sys.stderr, flush=True), wallets=wallets)
     except BackfillError as exc:
         print(f"citadel-indexer: backfill: {exc}", file=sys.stderr)
         return EXIT_CONFIG

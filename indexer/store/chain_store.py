@@ -224,10 +224,34 @@ class ChainStore:
         the lease). The one write that is not fenced: it is a request, not chain data, and it never moves an
         existing record (a job already recorded keeps its progress)."""
         await self.pool.execute(
-            """INSERT INTO sync_cursors (chain, stream, block_number, target_block, updated_at)
-               VALUES ($1, $2, $3, $4, now()) ON CONFLICT (chain, stream) DO NOTHING""",
+            """INSERT INTO sync_cursors (chain, stream, block_number, target_block, first_block, updated_at)
+               VALUES ($1, $2, $3, $4, $3, now()) ON CONFLICT (chain, stream) DO NOTHING""",
             self.chain, stream, done, target,
         )
+
+    async def request_wallet_backfills(self, streams: Sequence[str], done: int, target: int) -> dict[str, str]:
+        """Set finished wallet history streams to re-index ``done+1..target`` (``backfill --wallet``), like
+        :meth:`request_backfill` a request for the chain's writer; the streams it refuses, with why (nothing is
+        changed then)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = {r["stream"]: r for r in await conn.fetch(
+                "SELECT stream, block_number, target_block FROM sync_cursors WHERE chain = $1 "
+                "AND stream = ANY($2::text[]) FOR UPDATE", self.chain, list(streams))}
+            refused = {}
+            for stream in streams:
+                row = rows.get(stream)
+                if row is None:
+                    refused[stream] = "not followed yet: its whole history is backfilled when the daemon picks it up"
+                elif row["target_block"] is not None and row["block_number"] < row["target_block"]:
+                    refused[stream] = (f"its history backfill is still running ({row['block_number']} of "
+                                       f"{row['target_block']})")
+            if not refused:
+                await conn.execute(
+                    """UPDATE sync_cursors SET block_number = $3, target_block = $4, first_block = $3,
+                           created_at = now(), updated_at = now()
+                       WHERE chain = $1 AND stream = ANY($2::text[])""",
+                    self.chain, list(streams), done, target)
+            return refused
 
     # ------------------------------------------------------------------------------------------------ writes
 
@@ -324,8 +348,8 @@ class ChainStore:
                 )
             if batch.stream_states:
                 await conn.executemany(
-                    """INSERT INTO sync_cursors (chain, stream, block_number, target_block, updated_at)
-                       VALUES ($1, $2, $3, $4, now())
+                    """INSERT INTO sync_cursors (chain, stream, block_number, target_block, first_block, updated_at)
+                       VALUES ($1, $2, $3, $4, $3, now())
                        ON CONFLICT (chain, stream) DO UPDATE SET block_number = EXCLUDED.block_number,
                            target_block = EXCLUDED.target_block, updated_at = now()""",
                     [(self.chain, s.stream, s.block_number, s.target_block) for s in batch.stream_states],

@@ -6,9 +6,10 @@ both resumable and idempotent (a replayed range rewrites identical rows), both w
 - wallet backfills (``wallet:<id>:<address>``): a wallet that joined while running, from ``START_BLOCK`` to the
   block that was final when it joined;
 - range backfills (``backfill:<first>-<last>``): ``citadel-indexer backfill`` re-indexes a block range for every
-  active wallet. When a daemon holds the chain's writer lease, the command records the job and the daemon's
-  :class:`Backfiller` runs it (the command shows its progress); otherwise the command takes the lease and runs it
-  itself (:func:`backfill_blocks`). Either way one writer per chain owns every commit.
+  active wallet (``--wallet``: it re-runs those wallets' own streams over the range instead). The command records
+  the job; the chain's writer runs it with a :class:`Backfiller` — the daemon's when one holds the lease (the
+  command shows the progress), else the command's own after taking the lease. Either way one writer per chain owns
+  every commit.
 
 Backfills only touch final blocks, so a reorg can never interleave with them.
 """
@@ -18,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from indexer import metrics
@@ -159,38 +158,6 @@ class Backfiller:
 def _pending(state: StreamState) -> bool:
     return (state.block_number is not None and state.target_block is not None
             and state.block_number < state.target_block)
-
-
-async def backfill_blocks(
-    view: ChainView,
-    writer: ChainWriter,
-    first: int,
-    last: int,
-    report: Callable[[Progress], None],
-) -> Progress:
-    """Re-index final blocks ``first..last`` for every active wallet, resuming where an earlier run stopped; run by
-    the process that holds the chain's writer lease."""
-    check_range(view, first, last)
-    stream = range_stream(first, last)
-    records = {s.stream: s for s in await writer.store.streams(stream)}
-    done = records[stream].block_number if stream in records else None
-    cursor = first - 1 if done is None else done
-    if cursor >= first:
-        log.info("resuming", extra={"fields": {"stream": stream, "from_block": cursor + 1}})
-    started = time.monotonic()
-    rows_written = 0
-    total = last - first + 1
-    progress = Progress(stream, cursor, last, cursor - first + 1, total, 0, 0.0)
-    while cursor < last:
-        step_last = min(last, cursor + view.cfg.range_size)
-        rows_written += await index_range(view, writer, cursor + 1, step_last, view.wallets.addresses,
-                                          [StreamState(stream, step_last, last)])
-        cursor = step_last
-        metrics.BACKFILL_REMAINING_BLOCKS.labels(view.chain, stream).set(last - cursor)
-        progress = Progress(stream, cursor, last, cursor - first + 1, total, rows_written,
-                            time.monotonic() - started)
-        report(progress)
-    return progress
 
 
 def check_range(view: ChainView, first: int, last: int) -> None:

@@ -26,14 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 class Daemon:
     """``python -m indexer run`` with a given environment; stderr kept in a file for the assertions."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "indexer", "run"], env=self.env, stdout=log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "indexer", "run", *self.args], env=self.env, stdout=log,
                                      stderr=log, cwd=REPO)
         log.close()
 
