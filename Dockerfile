@@ -9,17 +9,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the package needs (no .venv, node_modules or tests from the build context). The dependencies ship
 # manylinux wheels (asyncpg, coincurve, orjson, aiohttp), so no compiler is needed.
-COPY pyproject.toml /src/
+COPY pyproject.toml README.md /src/
 COPY indexer /src/indexer
 COPY chains /src/chains
 RUN pip install /src && rm -rf /src
 
 WORKDIR /app
 
-# A non-editable install has no repository around it, so tell `migrate` where the SQL files are.
-COPY migrations /app/migrations
-ENV CITADEL_MIGRATIONS_DIR=/app/migrations \
-    CITADEL_METRICS_HOST=0.0.0.0 \
+# the SQL migrations are package data (indexer/migrations): `migrate` finds them in the installed package
+ENV CITADEL_METRICS_HOST=0.0.0.0 \
     CITADEL_METRICS_PORT=9108 \
     CITADEL_LOG_FORMAT=json
 

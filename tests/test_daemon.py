@@ -158,7 +158,7 @@ async def test_cli_migrate_is_idempotent_and_reports_status(pg_server_dsn: str, 
     status = await asyncio.to_thread(run, "migrate", "--status")
     lines = status.stdout.strip().splitlines()
     assert status.returncode == 0 and len(lines) >= 10
-    newest = sorted(p.name for p in (REPO / "migrations").glob("*.sql"))[-1].split("_")[0]
+    newest = sorted(p.name for p in (REPO / "indexer" / "migrations").glob("*.sql"))[-1].split("_")[0]
     assert all(" applied " in line for line in lines) and lines[-1].startswith(newest + " ")
     assert url.split("@")[0] not in first.stdout + first.stderr  # credentials never printed
 

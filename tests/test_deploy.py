@@ -138,8 +138,8 @@ def test_compose_environment_is_a_valid_indexer_configuration(stack: dict[str, A
 
 
 def test_compose_daemon_connects_as_citadel_indexer_and_only_migrate_as_the_owner(stack: dict[str, Any]) -> None:
-    """The daemon runs as its least-privilege role (migrations/014) and never sees the schema owner's password;
-    the one-shot migrate runs as the owner and gives citadel_indexer its password."""
+    """The daemon runs as its least-privilege role (indexer/migrations/014) and never sees the schema owner's
+    password; the one-shot migrate runs as the owner and gives citadel_indexer its password."""
     indexer = urlsplit(stack["indexer"]["environment"]["CITADEL_DATABASE_URL"])
     assert (indexer.username, indexer.password) == ("citadel_indexer", PASSWORDS["CITADEL_INDEXER_DB_PASSWORD"])
     assert (indexer.hostname, indexer.port, indexer.path) == ("postgres", 5432, "/citadel")
@@ -164,8 +164,8 @@ def test_dockerfile() -> None:
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["citadel-indexer"\]', text, re.M)
-    # a non-editable install must be told where the SQL migrations are
-    assert "CITADEL_MIGRATIONS_DIR=/app/migrations" in text and "COPY migrations /app/migrations" in text
+    # the migrations are package data: nothing tells the installed package where they are
+    assert "CITADEL_MIGRATIONS_DIR" not in text and not re.search(r"^COPY migrations\b", text, re.M)
 
 
 # ------------------------------------------------------------------------------------------------------ promtool

@@ -20,7 +20,7 @@ from indexer.store.migrate import MigrationError, apply_migrations, load_migrati
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-REPO_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+REPO_MIGRATIONS = Path(__file__).resolve().parents[1] / "indexer" / "migrations"
 ALL_VERSIONS = [m.version for m in load_migrations(REPO_MIGRATIONS)]
 DbFactory = Callable[[str], Awaitable[str]]
 EVM_1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

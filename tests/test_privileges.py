@@ -38,7 +38,7 @@ from tests.support.daemon import Daemon, busy_bsc, cursor, daemon_env
 from tests.support.sync import actual_rows, eventually, expected_evm_rows, open_pool
 
 REPO = Path(__file__).resolve().parents[1]
-MIGRATIONS = REPO / "migrations"
+MIGRATIONS = REPO / "indexer" / "migrations"
 PASSWORD = "pw-" + secrets.token_urlsafe(18)
 # the migrations from 014 on, applied to a database that stopped at 013
 FROM_014 = [m.version for m in load_migrations(MIGRATIONS) if int(m.version) >= 14]

@@ -1,11 +1,11 @@
 """The schema migration runner (asyncpg only).
 
-Migrations are the files ``NNN_name.sql`` of the migrations directory, applied in version order, each in its own
-transaction, and recorded in ``schema_migrations (version, name, checksum, applied_at)`` with the SHA-256 of the
-file. A session advisory lock is held for the whole run, so replicas starting together apply each file once: the
-others wait, then find nothing to apply. That lock needs a direct connection: through a transaction-mode pooler
-(Neon's ``-pooler`` endpoint, PgBouncer) a session lock is not held across transactions, so run migrations
-against the direct endpoint.
+Migrations are the files ``NNN_name.sql`` of the migrations directory (``indexer/migrations``, shipped in the
+package), applied in version order, each in its own transaction, and recorded in
+``schema_migrations (version, name, checksum, applied_at)`` with the SHA-256 of the file. A session advisory lock
+is held for the whole run, so replicas starting together apply each file once: the others wait, then find nothing
+to apply. That lock needs a direct connection: through a transaction-mode pooler (Neon's ``-pooler`` endpoint,
+PgBouncer) a session lock is not held across transactions, so run migrations against the direct endpoint.
 
 An applied file whose content changed is refused (``MigrationError`` naming the file) before anything is applied:
 write a new migration instead of editing an applied one. The DSN is never printed (it can hold a password).
@@ -85,10 +85,12 @@ class MigrationStatus:
 
 
 def default_migrations_dir() -> Path:
+    """``CITADEL_MIGRATIONS_DIR`` when set, else the SQL files shipped inside the package (``indexer/migrations``,
+    package data: the same files in a checkout and in an installed wheel)."""
     override = os.environ.get(MIGRATIONS_DIR_ENV, "").strip()
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "migrations"
+    return Path(__file__).resolve().parents[1] / "migrations"
 
 
 def load_migrations(migrations_dir: Path | None = None) -> list[MigrationFile]:
