@@ -54,10 +54,10 @@ from chains.evm.logs import (  # noqa: E402
     DEFAULT_CONCURRENCY,
     TRANSFER_TOPIC,
 )
+from citadel_devtools.anvil import Anvil, start_anvil  # noqa: E402
+from citadel_devtools.postgres import LocalPostgres, database_url_from_env, start_postgres  # noqa: E402
 from indexer.app import open_pool, watcher_config  # noqa: E402
 from indexer.config import ChainSettings  # noqa: E402
-from indexer.devstack.anvil import Anvil, start_anvil  # noqa: E402
-from indexer.devstack.postgres import LocalPostgres, database_url_from_env, start_postgres  # noqa: E402
 from indexer.model import ROW_COLUMNS  # noqa: E402
 from indexer.store import chain_store  # noqa: E402
 from indexer.store.chain_store import ChainStore  # noqa: E402

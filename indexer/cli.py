@@ -3,7 +3,8 @@
     citadel-indexer [--config PATH] migrate [--status] [--lock-timeout-s N]
     citadel-indexer [--config PATH] run
     citadel-indexer [--config PATH] backfill --chain CHAIN --from-block N --to-block M
-    citadel-indexer demo                       the embedded local stack (PostgreSQL, anvil, Tron simulator)
+    citadel-indexer demo                       the embedded local stack (PostgreSQL, anvil, Tron simulator);
+                                               a development tool: an editable install of a checkout only
 
 Exit codes: 0 done, 1 runtime failure, 2 bad configuration or usage (one line on stderr, no traceback).
 """
@@ -81,10 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from indexer.devstack.demo import run_demo
-
-            setup_logging("text", "INFO")
-            return asyncio.run(run_demo(args.seconds))
+            return _demo(args.seconds)
         settings = load_settings(args.config)
         setup_logging(settings.log_format, settings.log_level)
         return asyncio.run(_dispatch(args, settings))
@@ -93,6 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_FAILURE
+
+
+def _demo(seconds: float | None) -> int:
+    """The demo is a development tool (citadel_devtools/): only an editable install of a checkout has it."""
+    try:
+        from citadel_devtools.demo import run_demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("citadel_devtools", "eth_abi"):
+            raise
+        print("citadel-indexer: demo: the development tools are not installed (they are not part of a release): "
+              "in a checkout of citadel-indexer, run `make install` or `pip install -e '.[demo]'`", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging("text", "INFO")
+    return asyncio.run(run_demo(seconds))
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,8 +21,8 @@ from chains.evm.adapter import EvmAdapter
 from chains.evm.rpc import JsonRpcClient
 from chains.tron.adapter import TronAdapter
 from chains.tron.address import to_hex41
-from indexer.devstack.anvil import Anvil
-from indexer.devstack.tron_simulator import OtherContract, TronSimulator
+from citadel_devtools.anvil import Anvil
+from citadel_devtools.tron_simulator import OtherContract, TronSimulator
 from tests.support import evm
 from tests.support.faultproxy import FaultProxy, Faults
 

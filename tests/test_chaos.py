@@ -30,8 +30,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.devstack.anvil import Anvil
-from indexer.devstack.ports import free_port
+from citadel_devtools.anvil import Anvil
+from citadel_devtools.ports import free_port
 from tests.support import evm
 from tests.support.daemon import Daemon, cursor, daemon_env
 from tests.support.faultproxy import FaultProxy, Faults

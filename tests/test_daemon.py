@@ -89,7 +89,7 @@ async def test_daemon_serves_metrics_and_health_and_a_second_replica_stands_by(
     evm.mine(anvil, 20)
     ports = []
     for i in range(2):
-        from indexer.devstack.ports import free_port
+        from citadel_devtools.ports import free_port
 
         port = free_port()
         ports.append(port)
@@ -189,7 +189,7 @@ async def test_cli_backfill_reindexes_a_final_range_and_refuses_unfinalised_bloc
 async def test_tron_kill9_then_restart_loses_and_duplicates_nothing(
     pool: asyncpg.Pool, db_url: str, daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    from indexer.devstack.tron_simulator import TronSimulator
+    from citadel_devtools.tron_simulator import TronSimulator
     from tests.test_tron_sync import API_KEY, expected_tron_rows
 
     async with TronSimulator(api_key=API_KEY) as sim:
@@ -319,7 +319,7 @@ async def test_a_banned_key_first_in_the_list_does_not_stop_the_chain(
     """RPC_URLS = [an endpoint answering every request with HTTP 403 and an HTML page, a healthy one]: before, the
     watcher stopped at start-up (``eth_chainId ... HTTP 403``) and the daemon exited. Now the banned endpoint cools
     down, is reported (citadel_rpc_endpoint_up 0) and the healthy one serves."""
-    from indexer.devstack.ports import free_port
+    from citadel_devtools.ports import free_port
     from tests.support.badendpoints import BadEndpoint, html
     from tests.support.daemon import http_get
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.devstack.tron_simulator import TronSimulator, TrxTransfer
+from citadel_devtools.tron_simulator import TronSimulator, TrxTransfer
 from tests.support import evm
 from tests.support.daemon import Daemon, busy_bsc, cursor, daemon_env
 from tests.support.faultproxy import FaultProxy, Faults

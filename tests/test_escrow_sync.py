@@ -15,7 +15,7 @@ import pytest_asyncio
 from chains.base import LOCKED_TOPIC, RELEASED_TOPIC
 from chains.tron.adapter import TronAdapter
 from chains.tron.address import to_base58, to_hex20
-from indexer.devstack.tron_simulator import TronSimulator
+from citadel_devtools.tron_simulator import TronSimulator
 from indexer.sync.watcher import ChainWatcher
 from tests.fixtures.writer import WriterFactory
 from tests.support.sync import add_wallet, sync_to_head, watcher_config

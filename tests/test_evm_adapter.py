@@ -22,7 +22,7 @@ from chains.base import (
 from chains.evm.adapter import EvmAdapter, decode_symbol, normalise_evm_address
 from chains.evm.logs import LOG_TRANSFER_TOPIC, POLYGON_NATIVE_CONTRACT, TRANSFER_TOPIC, topic_of
 from chains.evm.rpc import JsonRpcClient
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from tests.support import evm
 from tests.support.faultproxy import EXTRA_DATA_97, FaultProxy, Faults
 

@@ -19,8 +19,8 @@ from chains.base import Chain
 from chains.evm.adapter import EvmAdapter
 from chains.evm.heads import NewHeadsSubscription
 from chains.redact import redact_url
-from indexer.devstack.anvil import Anvil
-from indexer.devstack.ports import free_port
+from citadel_devtools.anvil import Anvil
+from citadel_devtools.ports import free_port
 from tests.fixtures.anvil import AnvilFactory
 
 PATH_KEY = "pk5e8a1c3f7b9d2e4a6c8f0b1d3e5a7c9"

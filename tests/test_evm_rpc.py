@@ -24,7 +24,7 @@ from chains.evm.adapter import EvmAdapter
 from chains.evm.logs import LogRangeTooLarge
 from chains.evm.rpc import JsonRpcClient, RpcError, TransientRpcError, classify_rpc_error
 from chains.redact import redact_url
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from tests.support.badendpoints import (
     Answer,
     BadEndpoint,

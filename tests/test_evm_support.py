@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_abi.abi import decode
 
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from tests.fixtures.anvil import BSC_CHAIN_ID, AnvilFactory
 from tests.support import evm
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from chains.base import Chain, ReorgTooDeep
 from chains.evm.adapter import EvmAdapter
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from indexer.sync.watcher import ChainWatcher
 from tests.fixtures.writer import WriterFactory
 from tests.support import evm

@@ -22,8 +22,8 @@ from chains.base import BlockNotAvailable, BlockRef, Chain, RetryableChainError,
 from chains.evm.adapter import EvmAdapter
 from chains.evm.rpc import JsonRpcClient
 from chains.tron.adapter import TronAdapter
-from indexer.devstack.anvil import Anvil
-from indexer.devstack.tron_simulator import TronSimulator, TrxTransfer
+from citadel_devtools.anvil import Anvil
+from citadel_devtools.tron_simulator import TronSimulator, TrxTransfer
 from tests.fixtures.anvil import AnvilFactory
 from tests.support import evm
 from tests.support.faultproxy import FaultProxy, Faults

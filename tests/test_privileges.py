@@ -28,8 +28,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from citadel_devtools.postgres import LocalPostgres, PostgresUnavailable, start_postgres
 from indexer.app import close_pool
-from indexer.devstack.postgres import LocalPostgres, PostgresUnavailable, start_postgres
 from indexer.store.migrate import apply_migrations, load_migrations
 from indexer.store.roles import INDEXER_ROLE, saslprep, scram_keys, scram_verifier
 from tests.fixtures.postgres import create_database, drop_database

@@ -22,8 +22,8 @@ from chains.base import (
 )
 from chains.tron.adapter import TronAdapter
 from chains.tron.address import to_hex20, to_word
-from indexer.devstack.ports import free_port
-from indexer.devstack.tron_simulator import TRANSFER_TOPIC, FaultKind, RawLogs, Trc20Transfer, TronSimulator
+from citadel_devtools.ports import free_port
+from citadel_devtools.tron_simulator import TRANSFER_TOPIC, FaultKind, RawLogs, Trc20Transfer, TronSimulator
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -22,7 +22,7 @@ from chains.base import (
 from chains.redact import redact_url
 from chains.tron.adapter import TronAdapter, TronCallFailed
 from chains.tron.client import TronHttpClient, TronNodeError
-from indexer.devstack.tron_simulator import TronSimulator
+from citadel_devtools.tron_simulator import TronSimulator
 from tests.support.badendpoints import (
     Answer,
     BadEndpoint,

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from chains.tron.address import to_base58, to_hex20, to_hex41, to_word
-from indexer.devstack.tron_simulator import (
+from citadel_devtools.tron_simulator import (
     LACK_OF_RESOURCES,
     TRANSFER_TOPIC,
     ForkBelowSolidified,
@@ -308,7 +308,7 @@ async def test_timer_mode_and_admin_api(http: aiohttp.ClientSession) -> None:
 
 
 async def test_calldata_with_41_in_padding(tron_sim: TronSimulator) -> None:
-    from indexer.devstack.tron_simulator import Trc20Transfer
+    from citadel_devtools.tron_simulator import Trc20Transfer
 
     alice, bob = tron_sim.new_address(), tron_sim.new_address()
     usdt = tron_sim.deploy_trc20("USDT", 6)

@@ -17,7 +17,7 @@ from tronpy.keys import to_base58check_address
 
 from chains.base import ReorgTooDeep
 from chains.tron.adapter import TronAdapter
-from indexer.devstack.tron_simulator import Trc20Transfer, TronSimulator, TrxTransfer
+from citadel_devtools.tron_simulator import Trc20Transfer, TronSimulator, TrxTransfer
 from indexer.sync.watcher import ChainWatcher
 from tests.fixtures.writer import WriterFactory
 from tests.support.sync import (

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from indexer.devstack.anvil import Anvil
-from indexer.devstack.ports import free_port
+from citadel_devtools.anvil import Anvil
+from citadel_devtools.ports import free_port
 from indexer.model import Batch, WriterFenced
 from indexer.store.chain_store import ChainStore
 from indexer.store.lease import LeaseLost, WriterLease, current_writer

@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from indexer.devstack.ports import free_port
+from citadel_devtools.ports import free_port
 
 
 @dataclass(frozen=True)

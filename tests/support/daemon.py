@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from tests.support import evm
 from tests.support.sync import KnownWallet, add_wallet
 

@@ -19,7 +19,7 @@ from typing import Any
 from eth_abi.abi import decode, encode
 from eth_utils.crypto import keccak
 
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "contracts" / "artifacts"

@@ -56,7 +56,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from indexer.devstack.ports import free_port
+from citadel_devtools.ports import free_port
 
 EXTRA_DATA_97 = "0x" + "d8" + "83" * 31 + "ab" * 65  # 97 bytes: 32 vanity + 65 seal, like a BSC/bor header
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from indexer.devstack.anvil import Anvil
+from citadel_devtools.anvil import Anvil
 from indexer.store.chain_store import ChainStore, prepare_connection
 from indexer.sync.backfill import Backfiller
 from indexer.sync.watcher import ChainWatcher, WatcherConfig

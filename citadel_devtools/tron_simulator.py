@@ -44,7 +44,7 @@ Python API (sync, call it from the loop that runs the server)::
 
 Standalone (for the demo)::
 
-    python -m indexer.devstack.tron_simulator --port 8090 --block-time 3 [--api-key K] [--demo]
+    python -m citadel_devtools.tron_simulator --port 8090 --block-time 3 [--api-key K] [--demo]
 
 It prints one JSON line with ``url`` (and, with ``--demo``, the demo wallets and tokens) then serves until killed.
 An admin API under ``/_sim/`` (state, fund, deploy_trc20, mint, transfer_trx, transfer_trc20, produce, fork) lets a

@@ -17,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.devstack.ports import free_port
+from citadel_devtools.ports import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class AnvilNotInstalled(RuntimeError):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from indexer.devstack.ports import free_port
+from citadel_devtools.ports import free_port
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 RUN_AS_USER = "citadelpg"

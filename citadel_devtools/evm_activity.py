@@ -21,7 +21,7 @@ import aiohttp
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS_DIR = REPO_ROOT / "contracts" / "artifacts"
 
 Json = dict[str, Any]

@@ -45,24 +45,24 @@ import asyncpg
 from eth_utils.crypto import keccak
 
 from chains.base import Chain
-from indexer import metrics
-from indexer.app import Daemon, StartupError
-from indexer.config import ConfigError, Settings, load_settings
-from indexer.devstack.anvil import Anvil, AnvilNotInstalled, start_anvil
-from indexer.devstack.evm_activity import EvmNode, EvmRpcError
-from indexer.devstack.ports import free_port
-from indexer.devstack.postgres import (
+from citadel_devtools.anvil import Anvil, AnvilNotInstalled, start_anvil
+from citadel_devtools.evm_activity import EvmNode, EvmRpcError
+from citadel_devtools.ports import free_port
+from citadel_devtools.postgres import (
     LocalPostgres,
     PostgresUnavailable,
     database_url_from_env,
     start_postgres,
 )
-from indexer.devstack.tron_simulator import ForkBelowSolidified, TronSimulator
+from citadel_devtools.tron_simulator import ForkBelowSolidified, TronSimulator
+from indexer import metrics
+from indexer.app import Daemon, StartupError
+from indexer.config import ConfigError, Settings, load_settings
 from indexer.store.migrate import MigrationError, apply_migrations
 
 log = logging.getLogger("citadel.demo")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_FILE = REPO_ROOT / "demo" / "seed.sql"
 
 SUMMARY_EVERY_S = 5.0
