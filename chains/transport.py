@@ -310,11 +310,20 @@ class EndpointPool:
     # ------------------------------------------------------------------------------------------- the retry loop
 
     async def run(
-        self, attempt: Callable[[Endpoint], Awaitable[T]], *, what: str, max_attempts: int | None = None
+        self,
+        attempt: Callable[[Endpoint], Awaitable[T]],
+        *,
+        what: str,
+        max_attempts: int | None = None,
+        refused_before: Collection[int] = (),
     ) -> T:
-        """``attempt(endpoint)`` until it returns, with failover and retries (see the module docstring)."""
+        """``attempt(endpoint)`` until it returns, with failover and retries (see the module docstring).
+        ``refused_before``: indexes of endpoints known to refuse this request (an endpoint that takes no JSON-RPC
+        batch), never asked; the caller raises its own refusal when that is every endpoint."""
         attempts = max(1, max_attempts if max_attempts is not None else self.policy.max_attempts)
-        refused: set[int] = set()
+        refused: set[int] = set(refused_before)
+        if len(refused) >= len(self.endpoints):
+            raise ValueError(f"{self.chain}: {what}: every endpoint is known to refuse it")
         last: ChainError | None = None
         for n in range(1, attempts + 1):
             endpoint = self.pick(refused)

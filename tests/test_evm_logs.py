@@ -15,6 +15,7 @@ from chains.evm.logs import (
     FilterTooLarge,
     LogRangeTooLarge,
     RangeSizer,
+    beyond_head,
     classify_range_error,
     fetch_logs,
     node_behind,
@@ -102,6 +103,9 @@ def test_a_node_that_is_behind_is_not_a_range_refusal(code: int, message: str) -
 
     assert classify_range_error(code, message, None) is None
     assert node_behind(RpcError(f"eth_getLogs via x: JSON-RPC error {code}: {message}", code=code))
+    assert beyond_head(message) == (message != "unknown block")  # what the client classifies BlockNotAvailable
+    assert node_behind(BlockNotAvailable("block 5 is not available on the node that answered"))
+    assert not beyond_head("invalid argument 0: hex string without 0x prefix")
 
 
 def test_generic_block_range_texts_are_recognised() -> None:
@@ -344,3 +348,27 @@ async def test_malformed_logs_are_asked_again_then_decoded_leniently() -> None:
     got = await fetch_logs(node.batch, 0, 9, [flt], RangeSizer(10, cap=10), picky, concurrency=1, attempts=3)
     assert sorted(got) == list(range(10))
     assert calls == [True, True, True, False]  # asked three times, then the last answer with the bad items skipped
+
+
+async def test_a_piece_whose_logs_the_client_gave_up_on_as_behind_is_sent_again_whole() -> None:
+    """What an atomic client returns when a node stayed behind through its attempts: the header and a
+    BlockNotAvailable logs entry of the same reply. The piece is sent again whole, never half-taken."""
+    node = FakeNode({n: 1 for n in range(10)}, max_blocks=10**9)
+    behind = 2
+
+    async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        nonlocal behind
+        results = await node.batch(calls)
+        if behind:
+            behind -= 1
+            results[1:] = [BlockNotAvailable("eth_getLogs via x: block range extends beyond current head block")
+                           for _ in results[1:]]
+        return results
+
+    flt = {"address": [TOKEN_A], "topics": [TRANSFER_TOPIC]}
+    logs = await fetch_logs(batch, 0, 9, [flt], RangeSizer(10, cap=10), raw_logs, concurrency=1)
+    assert sorted(int(x["blockNumber"], 16) for x in logs) == list(range(10))
+    assert node.batches == [["eth_getBlockByNumber", "eth_getLogs"]] * 3
+    behind = 10
+    with pytest.raises(BlockNotAvailable):
+        await fetch_logs(batch, 0, 9, [flt], RangeSizer(10, cap=10), raw_logs, concurrency=1)

@@ -12,19 +12,23 @@ from typing import Any
 import pytest
 
 from chains.base import (
+    BlockNotAvailable,
     CallReverted,
     Chain,
     ChainError,
     FatalChainError,
     MalformedResponse,
+    RangeTooLarge,
     RateLimited,
     RetryableChainError,
 )
 from chains.evm.adapter import EvmAdapter
-from chains.evm.logs import LogRangeTooLarge
-from chains.evm.rpc import JsonRpcClient, RpcError, TransientRpcError, classify_rpc_error
+from chains.evm.logs import TRANSFER_TOPIC, LogRangeTooLarge
+from chains.evm.rpc import BatchesRefused, JsonRpcClient, RpcError, TransientRpcError, classify_rpc_error
 from chains.redact import redact_url
 from citadel_devtools.anvil import Anvil
+from tests.fixtures.anvil import AnvilFactory
+from tests.support import evm
 from tests.support.badendpoints import (
     Answer,
     BadEndpoint,
@@ -426,3 +430,185 @@ async def test_a_banned_key_page_echoing_the_url_leaks_no_secret(
     texts += [r[1] for r in obs.requests] + [e for _, e, _ in obs.endpoints]
     assert all(API_KEY not in t for t in texts)
     assert "HTTP 403" in str(info.value) and "Forbidden" in str(info.value)  # still says what happened
+
+
+# ---------------------------------------------------------------------------------------------------- atomic batches
+
+
+def _piece(first: int, last: int) -> list[tuple[str, list[Any]]]:
+    """A log piece as chains.evm.logs sends it: the header of its last block, then its filters' logs."""
+    return [("eth_getBlockByNumber", [hex(last), False]),
+            ("eth_getLogs", [{"fromBlock": hex(first), "toBlock": hex(last), "topics": [TRANSFER_TOPIC]}]),
+            ("eth_getLogs", [{"fromBlock": hex(first), "toBlock": hex(last)}])]
+
+
+PIECE_METHODS = ["eth_getBlockByNumber", "eth_getLogs", "eth_getLogs"]
+
+
+async def test_a_failed_entry_re_sends_only_itself_by_default_and_the_whole_batch_when_atomic(
+    anvil_bsc: Anvil
+) -> None:
+    acc = evm.accounts(anvil_bsc)
+    evm.token_mint(anvil_bsc, evm.deploy_token(anvil_bsc, 18), acc[0], acc[1], 10**18)  # a Transfer log
+    head = evm.block_number(anvil_bsc)
+    calls = _piece(0, head)
+    async with FaultProxy(anvil_bsc.url, Faults(script=("logs_error",))) as proxy:
+        async with fast_client([proxy.url]) as client:
+            default = await client.batch(calls)
+        assert proxy.methods == [PIECE_METHODS, ["eth_getLogs", "eth_getLogs"]]  # the header's request is gone
+    async with FaultProxy(anvil_bsc.url, Faults(script=("logs_error",))) as proxy:
+        async with fast_client([proxy.url]) as client:
+            atomic = await client.batch(calls, atomic=True)
+        assert proxy.methods == [PIECE_METHODS, PIECE_METHODS]
+    assert proxy.injected["logs_error"] == 2
+    assert atomic == default and int(atomic[0]["number"], 16) == head and atomic[1] and atomic[2]
+
+
+async def test_an_atomic_batch_whose_entry_the_validation_rejects_is_re_sent_whole(anvil_bsc: Anvil) -> None:
+    rejected: list[Any] = []
+
+    def reject_the_first_log_list(result: Any) -> None:
+        if isinstance(result, list) and not rejected:
+            rejected.append(result)
+            raise MalformedResponse("a log index of 2^70")
+
+    obs = RecordingObserver()
+    calls = _piece(0, evm.block_number(anvil_bsc))
+    async with FaultProxy(anvil_bsc.url) as proxy, fast_client([proxy.url], obs) as client:
+        results = await client.batch(calls, atomic=True, validate=reject_the_first_log_list)
+    assert rejected and proxy.methods == [PIECE_METHODS, PIECE_METHODS]
+    assert not any(isinstance(r, ChainError) for r in results)
+    assert obs.outcomes() == ["malformed", "ok"] and obs.endpoints[0][2] is False  # a fault of the endpoint
+
+
+async def test_an_atomic_batch_returns_a_range_refusal_at_once(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    calls = _piece(0, 99)
+    async with (
+        FaultProxy(anvil_bsc.url, Faults(max_log_blocks=10)) as proxy,
+        fast_client([proxy.url], obs) as client,
+    ):
+        results = await client.batch(calls, atomic=True, return_errors=True)
+        with pytest.raises(LogRangeTooLarge):
+            await client.batch(calls, atomic=True)
+    assert isinstance(results[1], LogRangeTooLarge) and results[1].max_blocks == 10
+    assert proxy.methods == [PIECE_METHODS, PIECE_METHODS]  # one request per batch: the caller splits the range
+    assert obs.endpoints == []  # not a fault
+
+
+async def test_a_node_behind_is_a_fault_in_an_atomic_batch_and_the_whole_batch_goes_elsewhere(
+    anvil_bsc: Anvil, anvil_factory: AnvilFactory
+) -> None:
+    """anvil refuses a log range starting above its head with -32602 "BlockOutOfRangeError": the node is behind, the
+    range is fine. A node of its own, still at block 0, stands for a node behind the shared one."""
+    behind_node = anvil_factory(56)
+    evm.mine(anvil_bsc, 3)
+    head = evm.block_number(anvil_bsc)
+    calls = _piece(head - 1, head)  # blocks only the shared node has
+    async with fast_client([behind_node.url], max_attempts=1) as alone:
+        lone = await alone.batch(calls, atomic=True, return_errors=True)
+    assert lone[0] is None and "BlockOutOfRange" in str(lone[1])  # real anvil's text
+    assert type(lone[1]) is BlockNotAvailable
+    obs = RecordingObserver()
+    async with (
+        FaultProxy(behind_node.url) as behind,
+        FaultProxy(anvil_bsc.url) as current,
+        fast_client([behind.url, current.url], obs, cooldown_s=60) as client,
+    ):
+        results = await client.batch(calls, atomic=True)
+        assert await client.call("eth_chainId", []) == "0x38"  # still cooling down: the other endpoint
+    assert int(results[0]["number"], 16) == head and isinstance(results[1], list)
+    assert behind.methods == [PIECE_METHODS]
+    assert current.methods == [PIECE_METHODS, ["eth_chainId"]]
+    assert obs.endpoints == [("bsc", redact_url(behind.url), False)]
+
+
+async def test_an_atomic_batch_to_an_endpoint_refusing_batches_raises_batches_refused(anvil_bsc: Anvil) -> None:
+    calls = _piece(0, evm.block_number(anvil_bsc))
+    async with (
+        FaultProxy(anvil_bsc.url, Faults(reject_batches=True)) as proxy,
+        fast_client([proxy.url]) as client,
+    ):
+        assert not client.refuses_batches
+        with pytest.raises(BatchesRefused):
+            await client.batch(calls, atomic=True, return_errors=True)
+        assert client.refuses_batches
+        with pytest.raises(BatchesRefused):  # known now: not even asked
+            await client.batch(calls, atomic=True, return_errors=True)
+        assert proxy.methods == [PIECE_METHODS]  # never sent as single calls
+        one = await client.batch(calls[:1], atomic=True)  # one call needs no batch
+        assert len(await client.batch(calls)) == 3  # the default still falls back to single calls
+    assert isinstance(BatchesRefused("x"), RetryableChainError)
+    assert int(one[0]["number"], 16) == int(calls[0][1][0], 16)
+    assert proxy.methods[1:] == [["eth_getBlockByNumber"]] + [[m] for m in PIECE_METHODS]
+
+
+async def test_an_atomic_batch_passes_over_an_endpoint_refusing_batches(anvil_bsc: Anvil) -> None:
+    obs = RecordingObserver()
+    calls = _piece(0, evm.block_number(anvil_bsc))
+    async with (
+        FaultProxy(anvil_bsc.url, Faults(reject_batches=True)) as single,
+        FaultProxy(anvil_bsc.url) as batching,
+        fast_client([single.url, batching.url], obs) as client,
+    ):
+        first = await client.batch(calls, atomic=True)
+        second = await client.batch(calls, atomic=True)
+        assert not client.refuses_batches  # one endpoint still takes them
+        assert await client.call("eth_chainId", []) == "0x38"  # still the preferred endpoint for the rest
+    assert first == second
+    assert single.methods == [PIECE_METHODS, ["eth_chainId"]]  # refused once, passed over since
+    assert batching.methods == [PIECE_METHODS, PIECE_METHODS]
+    assert obs.endpoints == []  # refusing batches is no fault
+
+
+async def test_an_entry_every_endpoint_refuses_comes_back_in_its_place_after_one_request_each(
+    anvil_bsc: Anvil
+) -> None:
+    obs = RecordingObserver()
+    calls: list[tuple[str, list[Any]]] = [("eth_chainId", []), ("eth_noSuchMethod", []), ("eth_blockNumber", [])]
+    async with (
+        FaultProxy(anvil_bsc.url) as a,
+        FaultProxy(anvil_bsc.url) as b,
+        fast_client([a.url, b.url], obs) as client,
+    ):
+        results = await client.batch(calls, atomic=True, return_errors=True)
+        with pytest.raises(RpcError):
+            await client.batch(calls, atomic=True)
+    assert results[0] == "0x38" and isinstance(results[1], RpcError) and isinstance(results[2], str)
+    methods = [m for m, _ in calls]
+    assert a.methods == b.methods == [methods, methods]  # whole, once per endpoint and batch
+    assert obs.endpoints == []
+
+
+async def test_an_atomic_batch_every_endpoint_fails_holds_one_attempts_errors(anvil_bsc: Anvil) -> None:
+    calls = _piece(0, 1)
+    async with BadEndpoint(rpc_error(-32099, "odd")) as odd:
+        async with fast_client([odd.url], max_attempts=3) as client:
+            results = await client.batch(calls, atomic=True, return_errors=True)
+            with pytest.raises(TransientRpcError):
+                await client.batch(calls, atomic=True)
+    assert all(isinstance(r, TransientRpcError) for r in results)
+    assert [s.rpc_methods() for s in odd.requests] == [PIECE_METHODS] * 6
+
+
+async def test_an_atomic_batch_larger_than_a_batch_is_refused_unsent(anvil_bsc: Anvil) -> None:
+    async with FaultProxy(anvil_bsc.url) as proxy, fast_client([proxy.url], max_batch=2) as client:
+        with pytest.raises(ValueError, match="max_batch"):
+            await client.batch(_piece(0, 1), atomic=True)
+        assert await client.batch([], atomic=True) == []
+    assert proxy.requests == 0
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "block range extends beyond current head block",  # newer geth, reth
+        "BlockOutOfRangeError: block height is 5 but requested was 64",  # anvil
+    ],
+)
+@pytest.mark.parametrize("code", [-32602, -32000])
+def test_an_error_saying_the_node_is_behind_is_block_not_available(code: int, message: str) -> None:
+    for method in ("eth_getLogs", "eth_getBlockByNumber"):
+        err = classify_rpc_error(method, {"code": code, "message": message}, "x")
+        assert type(err) is BlockNotAvailable  # a fault of that node: cooled down, asked elsewhere
+        assert isinstance(err, RetryableChainError) and not isinstance(err, RangeTooLarge | RpcError)

@@ -8,17 +8,21 @@ range the provider refused and splitting the address lists of a filter the provi
 Completeness (why each piece carries an ``eth_getBlockByNumber``): a node behind the others (one of several behind a
 load balancer) answers ``eth_getLogs`` over a range reaching above its head with the logs it has and no error: geth
 and anvil clamp the range to their head, as do bsc and bor (newer geth refuses with "block range extends beyond
-current head block"). An empty answer cannot be told from "no transfer happened". So each piece is sent as one
-JSON-RPC batch that starts with ``eth_getBlockByNumber(<piece's last block>)``: one HTTP request, hence one backend
-behind a load balancer, and a node that has the last block when it reads the header has the whole range when it reads
-the logs (batch entries are served in order; final blocks do not go away). A ``null`` header (or a lower number, or
-an error that says the node is behind) means the node lacked blocks of the piece: the whole piece is sent again, a
-few times, then :class:`chains.base.BlockNotAvailable` is raised for the caller to retry later. The check costs one
-header per piece (a piece is hundreds to thousands of blocks), not one request per block.
+current head block", anvil a range starting above its head with "BlockOutOfRangeError": see :func:`beyond_head`).
+An empty answer cannot be told from "no transfer happened". So each piece is sent as one JSON-RPC batch that starts
+with ``eth_getBlockByNumber(<piece's last block>)``: one HTTP request, hence one backend behind a load balancer, and
+a node that has the last block when it reads the header has the whole range when it reads the logs (batch entries
+are served in order; final blocks do not go away). A ``null`` header (or a lower number, or an error that says the
+node is behind) means the node lacked blocks of the piece: the whole piece is sent again, a few times, then
+:class:`chains.base.BlockNotAvailable` is raised for the caller to retry later. The check costs one header per piece
+(a piece is hundreds to thousands of blocks), not one request per block.
 
-This proof needs the piece's entries to travel together. An endpoint that refuses batches gets single calls from
-:mod:`chains.evm.rpc`, and single calls may reach different backends: the caller must not use range queries on such
-an endpoint (the EVM adapter switches to per-block-hash queries, which prove themselves).
+This proof needs the piece's entries to travel together, on every attempt: the batch function must be atomic
+(``JsonRpcClient.batch(..., atomic=True)``), which re-sends the whole batch when any entry failed. A client that
+re-sent only a failed logs entry (a per-entry 429) could have it answered by a node behind, clamped, next to a
+header another node gave. An endpoint that refuses batches cannot carry the proof at all: the atomic client passes it
+over, and raises ``BatchesRefused`` when every endpoint does, for the caller to use per-block-hash queries (which
+prove themselves).
 
 Filter shapes (topics are AND across positions, OR within one):
 
@@ -107,20 +111,33 @@ _GENERIC_RANGE_RE = re.compile(
 _FILTER_RE = re.compile(
     r"exceed max addresses or topics per search position|too many (?:addresses|topics)", re.I
 )
+_BEYOND_HEAD = r"beyond (?:the )?current head|BlockOutOfRange|block height is \d+ but requested"
+_BEYOND_HEAD_RE = re.compile(_BEYOND_HEAD, re.I)
 _BEHIND_RE = re.compile(
-    r"unknown block|beyond (?:the )?current head|BlockOutOfRange|block height is \d+ but requested|"
-    r"header not found|block not found|could not be found|not (?:yet )?(?:available|synced)",
+    _BEYOND_HEAD + r"|unknown block|header not found|block not found|could not be found|"
+    r"not (?:yet )?(?:available|synced)",
     re.I,
 )
 
 
+def beyond_head(message: str) -> bool:
+    """Whether a JSON-RPC error message says the request reaches above the head of the node that answered: newer
+    geth's (and reth's) ``block range extends beyond current head block``, anvil's ``BlockOutOfRangeError: block
+    height is 5 but requested was 64`` (an eth_getLogs range starting above its head). Both come with -32602
+    (invalid params), yet the request is fine: the node is behind. :func:`chains.evm.rpc.classify_rpc_error` makes
+    them ``BlockNotAvailable``, a fault of that node, never a refusal of the range."""
+    return bool(_BEYOND_HEAD_RE.search(message))
+
+
 def node_behind(error: BaseException) -> bool:
     """Whether an error a node answered a block-specific request with says it lacks the block: geth and anvil's
-    ``unknown block`` (eth_getLogs by an unknown ``blockHash``), newer geth's ``block range extends beyond current
-    head block``, anvil's ``BlockOutOfRangeError``, ``header not found``, erigon/reth's ``block not found``,
-    Nethermind's ``could not be found``. Such a node is behind the others (or on another fork): a transient fault of
-    that node, never an empty answer."""
-    return isinstance(error, ChainError) and bool(_BEHIND_RE.search(str(error)))
+    ``unknown block`` (eth_getLogs by an unknown ``blockHash``), ``header not found``, erigon/reth's ``block not
+    found``, Nethermind's ``could not be found``, and the texts of :func:`beyond_head` (already
+    ``BlockNotAvailable`` when they come through the client). Such a node is behind the others (or on another fork):
+    a transient fault of that node, never an empty answer."""
+    return isinstance(error, BlockNotAvailable) or (
+        isinstance(error, ChainError) and bool(_BEHIND_RE.search(str(error)))
+    )
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -301,8 +318,8 @@ async def unwrap_task_group() -> AsyncIterator[asyncio.TaskGroup]:
 
 
 BatchFn = Callable[[list[tuple[str, list[Any]]]], Awaitable[list[Any]]]
-"""``JsonRpcClient.batch`` with ``return_errors=True``: results or ``ChainError`` instances, in order; at most
-``max_batch`` calls, sent as one request."""
+"""``JsonRpcClient.batch`` with ``return_errors=True, atomic=True``: results or ``ChainError`` instances, in order,
+all from one reply; at most ``max_batch`` calls, sent together as one request on every attempt."""
 
 Decode = Callable[[list[Log], bool], list[T]]
 """What the caller makes of one piece's raw logs: ``decode(logs, strict)``. Strict, it raises ``MalformedResponse``
@@ -322,7 +339,7 @@ def _piece_logs(answers: list[tuple[Any, list[Any]]], end: int) -> list[Log]:
     for header, results in answers:
         for r in (header, *results):
             if isinstance(r, BaseException):
-                if node_behind(r):
+                if node_behind(r):  # the client's BlockNotAvailable, or a node error text saying so
                     raise BlockNotAvailable(f"block {end} is not available on the node that answered ({r})") from r
                 raise r
         if header is None:

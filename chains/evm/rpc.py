@@ -15,17 +15,39 @@ Errors (from :mod:`chains.base` and :mod:`chains.transport`, translated here wit
     │                             error, texts nobody documented): a fault of the endpoint
     ├── MalformedResponse         a reply without result/error, missing batch entries, a result ``validate``
     │                             rejected: a fault of the endpoint
+    ├── BlockNotAvailable         "block range extends beyond current head block" (newer geth, reth), anvil's
+    │                             "BlockOutOfRangeError" (both -32602): the node that answered is behind, the
+    │                             request is fine; a fault of the endpoint (see chains.evm.logs.beyond_head)
     ├── RangeTooLarge             eth_getLogs range/result/filter limits (see chains.evm.logs); NOT retried here:
     │                             the caller has to change the request
     └── RequestRefused
-        └── RpcError              method not found, invalid params, invalid request (-32601/-32602/-32600): one
-                                  provider may lack a method or the ``finalized`` tag, so every other endpoint is
-                                  asked once (no cooldown, no backoff) and RpcError is raised when all refused
+        ├── RpcError              method not found, invalid params, invalid request (-32601/-32602/-32600): one
+        │                         provider may lack a method or the ``finalized`` tag, so every other endpoint is
+        │                         asked once (no cooldown, no backoff) and RpcError is raised when all refused
+        └── BatchesRefused        an atomic batch (below) that no endpoint takes: every endpoint answered JSON-RPC
+                                  batches with something other than a list
     CallReverted                  an eth_call that reverted (code 3, "execution reverted"): an answer, not a fault;
                                   raised at once, never retried
 
-Batches: entries are retried one by one as above (only the entries that need it are re-sent); an endpoint that
-answers a batch with something other than a list gets single calls from then on.
+Batches (:meth:`JsonRpcClient.batch`): by default entries are retried one by one as above (only the entries that
+need it are re-sent, alone or in a smaller batch, maybe to another endpoint); an endpoint that answers a batch with
+something other than a list gets single calls from then on (:attr:`JsonRpcClient.refuses_batches` says when that
+is every endpoint).
+
+Atomic batches (``atomic=True``) are for answers that vouch for each other, as a block header vouches for the logs
+asked in the same request (:mod:`chains.evm.logs`): behind a load balancer one HTTP request reaches one node, and
+two requests may reach two nodes. The entries always travel together, as one JSON-RPC batch in one HTTP request:
+never split, never partly re-sent. Every attempt sends them all, and the results returned all come from one reply:
+
+- any entry's fault (rate limited, a node error, a node behind, a result ``validate`` rejected, a missing entry)
+  fails the attempt as a fault of the endpoint: it is cooled down and the whole batch sent again, elsewhere when
+  another endpoint is free;
+- an entry refused (``RequestRefused``) sends the whole batch to the next endpoint without cooldown; when every
+  endpoint refused, the last reply is returned with the refusal in its place;
+- ``RangeTooLarge`` and ``CallReverted`` entries are answers: returned in their place at once, for the caller to
+  change its request (no retry);
+- an endpoint that refuses batches is passed over for atomic batches from then on (``BatchesRefused`` when that is
+  every endpoint, whatever ``return_errors``): the caller has to choose another way to vouch for its answers.
 
 Secrets: an endpoint is only ever named by :func:`chains.redact.redact_url` (its label); texts that come from
 aiohttp or a response body are scrubbed of every URL, its path and its query before they reach a message.
@@ -44,6 +66,7 @@ from typing import Any
 import orjson
 
 from chains.base import (
+    BlockNotAvailable,
     CallReverted,
     ChainError,
     MalformedResponse,
@@ -52,7 +75,7 @@ from chains.base import (
     RetryableChainError,
     RpcObserver,
 )
-from chains.evm.logs import classify_range_error
+from chains.evm.logs import beyond_head, classify_range_error
 from chains.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     RATE_LIMIT_RE,
@@ -99,6 +122,11 @@ class TransientRpcError(RetryableChainError):
         self.rpc_message = rpc_message
 
 
+class BatchesRefused(RequestRefused):
+    """No endpoint takes JSON-RPC batches (each answered one with something other than a list, and is remembered for
+    it): an atomic batch cannot be sent. The caller needs another way to vouch for its answers."""
+
+
 class _BatchRejected(Exception):
     """The endpoint answered a batch with something other than a list: send the entries one by one."""
 
@@ -116,6 +144,8 @@ def classify_rpc_error(method: str, error: Any, label: str) -> ChainError:
     message = str(error.get("message", ""))[:500]
     data = error.get("data")
     shown = f"{method} via {label}: JSON-RPC error {code}: {message}"
+    if beyond_head(message):  # -32602 though the request is fine: never a refusal, nor a range to shrink
+        return BlockNotAvailable(f"{shown} (the node is behind)")
     if method == "eth_getLogs":
         too_large = classify_range_error(code, message, data)
         if too_large is not None:
@@ -180,6 +210,13 @@ class JsonRpcClient:
     def endpoint_labels(self) -> list[str]:
         return self._pool.labels
 
+    @property
+    def refuses_batches(self) -> bool:
+        """Whether every endpoint has refused a JSON-RPC batch (learnt from their answers, kept for the client's
+        life): atomic batches then raise ``BatchesRefused`` without a request, and other batches travel as single
+        calls, which a load balancer may route to different nodes."""
+        return all(e.notes.get("no_batches") for e in self._pool.endpoints)
+
     async def __aenter__(self) -> JsonRpcClient:
         return self
 
@@ -206,14 +243,24 @@ class JsonRpcClient:
         return await self._pool.run(attempt, what=method)
 
     async def batch(
-        self, calls: Sequence[Call], *, return_errors: bool = False, validate: Validate | None = None
+        self,
+        calls: Sequence[Call],
+        *,
+        return_errors: bool = False,
+        validate: Validate | None = None,
+        atomic: bool = False,
     ) -> list[Any]:
         """Results of ``calls`` in order, sent as JSON-RPC batches of at most ``max_batch`` entries; ``validate``
         is applied to each entry's result.
 
         Entries that fail with a retryable error are retried (only they are re-sent). An entry that fails for good
         raises its error, unless ``return_errors``: then its place in the list holds the ``ChainError``.
+
+        ``atomic``: ``calls`` (at most ``max_batch``) travel as one request on every attempt and the results come
+        from one reply (see the module docstring); ``BatchesRefused`` when no endpoint takes batches.
         """
+        if atomic:
+            return await self._atomic_batch(calls, return_errors, validate)
         results: list[Any] = [_MISSING] * len(calls)
         chunks = [
             list(range(i, min(i + self.max_batch, len(calls)))) for i in range(0, len(calls), self.max_batch)
@@ -270,6 +317,66 @@ class JsonRpcClient:
 
     # ------------------------------------------------------------------------------------------- batches
 
+    async def _atomic_batch(
+        self, calls: Sequence[Call], return_errors: bool, validate: Validate | None
+    ) -> list[Any]:
+        """``calls`` as one request per attempt, the results of one reply (see the module docstring)."""
+        if not calls:
+            return []
+        if len(calls) > self.max_batch:
+            raise ValueError(f"an atomic batch of {len(calls)} calls: more than max_batch ({self.max_batch})")
+        methods = {method for method, _ in calls}
+        what = f"batch:{next(iter(methods))}" if len(methods) == 1 else "batch"
+        # one call is one request anyway: it needs no batch support
+        passed_over = {e.index for e in self._pool.endpoints if len(calls) > 1 and e.notes.get("no_batches")}
+        if len(passed_over) == len(self._pool.endpoints):
+            raise BatchesRefused(f"{self.chain}: {what}: no endpoint takes JSON-RPC batches")
+        idxs = list(range(len(calls)))
+        last: list[Any] | None = None  # the results of the last reply
+
+        async def attempt(endpoint: Endpoint) -> list[Any]:
+            nonlocal last
+            results: list[Any] = [_MISSING] * len(calls)
+            if len(calls) == 1:
+                await self._singles(endpoint, calls, idxs, results, validate)
+            else:
+                try:
+                    await self._batch_once(endpoint, calls, idxs, results, validate)
+                except _BatchRejected:
+                    self._refuses_batches(endpoint)
+                    raise BatchesRefused(
+                        f"{what} via {endpoint.label}: the endpoint refuses JSON-RPC batches") from None
+            last = results
+            for r in results:
+                if isinstance(r, RetryableChainError) and not isinstance(r, RangeTooLarge | RequestRefused):
+                    raise r  # the endpoint is cooled down; the whole batch goes again
+            for r in results:
+                if isinstance(r, RequestRefused):
+                    raise r  # the whole batch goes to the next endpoint, if one has not refused it yet
+            return results
+
+        try:
+            results = await self._pool.run(attempt, what=what, max_attempts=self.max_attempts,
+                                           refused_before=passed_over)
+        except RetryableChainError:
+            if last is None:
+                raise  # no reply at all: the batches refused, or every attempt failed as a whole
+            results = last
+        if not return_errors:
+            for r in results:
+                if isinstance(r, ChainError):
+                    raise r
+        return results
+
+    def _refuses_batches(self, endpoint: Endpoint) -> None:
+        """Remember that ``endpoint`` answered a batch with something other than a list."""
+        if not endpoint.notes.get("no_batches"):
+            endpoint.notes["no_batches"] = True
+            log.warning(
+                "rpc endpoint refuses batches, sending single calls",
+                extra={"fields": {"chain": self.chain, "endpoint": endpoint.label}},
+            )
+
     async def _batch_chunk(
         self, calls: Sequence[Call], idxs: list[int], results: list[Any], validate: Validate | None
     ) -> None:
@@ -325,11 +432,7 @@ class JsonRpcClient:
         try:
             await self._batch_once(endpoint, calls, idxs, results, validate)
         except _BatchRejected:
-            endpoint.notes["no_batches"] = True
-            log.warning(
-                "rpc endpoint refuses batches, sending single calls",
-                extra={"fields": {"chain": self.chain, "endpoint": endpoint.label}},
-            )
+            self._refuses_batches(endpoint)
             await self._singles(endpoint, calls, idxs, results, validate)
 
     async def _singles(
