@@ -143,6 +143,46 @@ async def test_catch_up_ranges_through_a_lagging_node_miss_nothing(
     assert proxy.injected["lag_hidden"] > 0
 
 
+async def test_logs_failing_inside_their_piece_are_never_answered_again_without_the_header(
+    anvil_bsc: Anvil, bsc_tail: EvmTail
+) -> None:
+    """A piece's header vouches for the logs of its own request only. The first request of the piece answers the
+    header and errors the logs entries (a provider's per-entry 429); the next one is served by a node that lacks the
+    upper half of the piece. The logs must never come back from that node without a header of their own."""
+    head = evm.block_number(anvil_bsc)
+    middle = (bsc_tail.first + bsc_tail.last) // 2
+    expected = [r for r in bsc_tail.expected() if r[5] is not None]
+    assert any(r[6] > middle for r in expected)  # token transfers the node behind lacks
+    faults = Faults(lag_blocks=head - middle, script=("logs_error", "lagging"))
+    async with FaultProxy(anvil_bsc.url, faults) as proxy:
+        client = JsonRpcClient([proxy.url], chain="bsc", timeout_s=5, cooldown_s=0.01, backoff_base_s=0.005)
+        # one worker: the range is one piece, its requests one after the other, each meeting its scripted fault
+        async with EvmAdapter(Chain.BSC, [proxy.url], 56, rpc=client, concurrency=1) as adapter:
+            got = await adapter.transfers(bsc_tail.first, bsc_tail.last, bsc_tail.watched,
+                                          frozenset({bsc_tail.token}), native=False)
+    assert proxy.injected["logs_error"] == 2 and proxy.injected["lag_hidden"] > 0  # both faults were met
+    assert rows_of(got, bsc_tail.wallets) == expected
+    with_logs = [m for m in proxy.methods if "eth_getLogs" in m]
+    assert len(with_logs) >= 3 and all(m[0] == "eth_getBlockByNumber" for m in with_logs)
+
+
+async def test_catch_up_through_per_entry_errors_and_a_lagging_node_misses_nothing(
+    bsc_tail: EvmTail, anvil_bsc: Anvil
+) -> None:
+    """The same faults drawn at random, with the adapter's usual concurrency."""
+    faults = Faults(seed=11, lagging=LAGGING, lag_blocks=LAG, logs_error=0.3)
+    async with FaultProxy(anvil_bsc.url, faults) as proxy:
+        client = JsonRpcClient([proxy.url], chain="bsc", timeout_s=5, cooldown_s=0.01, backoff_base_s=0.005)
+        async with EvmAdapter(Chain.BSC, [proxy.url], 56, rpc=client) as adapter:
+            expected = [r for r in bsc_tail.expected() if r[5] is not None]
+            for _ in range(ROUNDS):
+                got = await complete(lambda: adapter.transfers(
+                    bsc_tail.first, bsc_tail.last, bsc_tail.watched, frozenset({bsc_tail.token}), native=False))
+                assert rows_of(got, bsc_tail.wallets) == expected
+    assert proxy.injected["logs_error"] > 0 and proxy.injected["lag_hidden"] > 0
+    assert all(m[0] == "eth_getBlockByNumber" for m in proxy.methods if "eth_getLogs" in m)
+
+
 async def test_block_lists_through_a_lagging_node_are_whole_or_an_error(
     anvil_bsc: Anvil, bsc_tail: EvmTail, lagging_bsc: tuple[FaultProxy, EvmAdapter]
 ) -> None:
@@ -211,6 +251,33 @@ async def test_an_endpoint_refusing_batches_behind_a_load_balancer_misses_nothin
                         bsc_tail.first, bsc_tail.last, bsc_tail.watched, frozenset({bsc_tail.token}), native=n))
                     assert rows_of(got, bsc_tail.wallets) == expected
     assert proxy.injected["batch_rejected"] > 0 and proxy.injected["lag_hidden"] > 0
+
+
+async def test_an_endpoint_refusing_batches_next_to_one_taking_them_keeps_ranges_whole(
+    anvil_bsc: Anvil, bsc_tail: EvmTail
+) -> None:
+    """The log pieces go to the endpoint that takes batches (each proves itself there); the one that refuses them
+    still serves what proves itself one call at a time (blocks, receipts). No fallback to a request per block."""
+    async with (
+        FaultProxy(anvil_bsc.url, Faults(seed=4, lagging=LAGGING, lag_blocks=LAG, reject_batches=True)) as single,
+        FaultProxy(anvil_bsc.url, Faults(seed=6, lagging=LAGGING, lag_blocks=LAG, logs_error=0.2)) as batching,
+    ):
+        client = JsonRpcClient([single.url, batching.url], chain="bsc", timeout_s=5, cooldown_s=0.01,
+                               backoff_base_s=0.005)
+        async with EvmAdapter(Chain.BSC, [single.url], 56, rpc=client) as adapter:
+            for native in (False, True):
+                expected = [r for r in bsc_tail.expected() if native or r[5] is not None]
+                for _ in range(ROUNDS):
+                    got = await complete(lambda n=native: adapter.transfers(
+                        bsc_tail.first, bsc_tail.last, bsc_tail.watched, frozenset({bsc_tail.token}), native=n))
+                    assert rows_of(got, bsc_tail.wallets) == expected
+            assert not client.refuses_batches
+    logs_requests = [m for p in (single, batching) for m in p.methods if "eth_getLogs" in m]
+    assert logs_requests and all(m[0] == "eth_getBlockByNumber" and len(m) > 1 for m in logs_requests)
+    # refused by the first pieces in flight at once (one per worker), passed over by the rest of the 12 reads
+    assert 1 <= single.injected["batch_rejected"] <= adapter.concurrency
+    assert not any("eth_getBlockByHash" in m for p in (single, batching) for m in p.methods)  # ranges throughout
+    assert batching.injected["lag_hidden"] > 0 and batching.injected["logs_error"] > 0
 
 
 async def test_a_block_the_node_does_not_know_is_an_error_never_empty(anvil_bsc: Anvil, bsc_tail: EvmTail) -> None:

@@ -29,8 +29,11 @@ is therefore tied to the blocks it is about:
 - **ranges of final blocks** (:meth:`EvmAdapter.transfers`, the catch-up hot path): by-hash queries would cost one
   request per block, so ranges stay, each piece sent as one batch that starts with the header of the piece's last
   block (:mod:`chains.evm.logs`): same HTTP request, same backend; a ``null`` or lower header means the piece is
-  sent again. An endpoint that refuses batches (the client then sends single calls, which may reach different
-  backends) cannot vouch for a range that way: the adapter then reads the range block by block, by hash.
+  sent again. The client sends such a batch atomically (``JsonRpcClient.batch(atomic=True)``): whole on every
+  attempt, so a logs entry that failed is never re-sent without its header, to a node that may be behind. Endpoints
+  that refuse batches are passed over; when every endpoint does (``JsonRpcClient.refuses_batches``, or
+  ``BatchesRefused`` on the way) a range cannot be vouched for that way: the adapter then reads it block by block,
+  by hash.
 - blocks by number (``block_refs``, the full-block scan) and receipts: a ``null`` is rejected by the client's
   ``validate`` hook, so it is asked again elsewhere, and raised as ``BlockNotAvailable`` after the attempts.
   ``block_ref`` keeps the contract's ``None`` for a block the node does not have; its callers treat that as
@@ -92,7 +95,7 @@ from chains.evm.logs import (
     topic_of,
     unwrap_task_group,
 )
-from chains.evm.rpc import Call, JsonRpcClient, RpcError
+from chains.evm.rpc import BatchesRefused, Call, JsonRpcClient, RpcError
 from chains.redact import redact_url
 from chains.transport import DEFAULT_MAX_RESPONSE_BYTES
 
@@ -414,14 +417,9 @@ class EvmAdapter:
                 raise r
         return results
 
-    def _single_calls(self) -> bool:
-        """Whether an endpoint refuses batches, so that the client sends it single calls (which a load balancer may
-        route to different nodes): a range's logs can then not be vouched for by a header in the same request."""
-        pool = getattr(self.rpc, "_pool", None)
-        endpoints = getattr(pool, "endpoints", None)
-        if endpoints is None:
-            return True  # not a client this adapter knows: assume the worst
-        return any(getattr(e, "notes", {}).get("no_batches") for e in endpoints)
+    async def _vouched_batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """:data:`chains.evm.logs.BatchFn`: a piece's header and logs in one request on every attempt."""
+        return await self.rpc.batch(calls, return_errors=True, atomic=True)
 
     # ------------------------------------------------------------------------------------------- transfers
 
@@ -430,10 +428,11 @@ class EvmAdapter:
     ) -> list[Transfer]:
         if last < first or not watched:
             return []
-        if not self._single_calls():
-            found = await self._range_transfers(first, last, watched, tokens, native=native)
-            if not self._single_calls():  # an endpoint may have refused a batch meanwhile: then it proves nothing
-                return found
+        if not self.rpc.refuses_batches:
+            try:
+                return await self._range_transfers(first, last, watched, tokens, native=native)
+            except BatchesRefused:
+                pass  # the last endpoint taking batches stopped: nothing can vouch for a range's logs now
         refs = await self.block_refs(first, last)
         return await self.block_transfers(refs, watched, tokens, native=native)
 
@@ -545,17 +544,18 @@ class EvmAdapter:
         transfers = await self.transfers(first, last, watched, tokens, native=native)
         if escrow is None or last < first:
             return ChainData(transfers, [])
-        if self._single_calls():
-            return ChainData(transfers, await self._escrow_blocks(await self.block_refs(first, last), escrow))
-
-        async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-            return await self.rpc.batch(calls, return_errors=True)
-
-        events = await fetch_logs(batch, first, last, [_escrow_filter(escrow)], self._escrow_sizer,
-                                  lambda logs, strict: self._decode_escrow(logs, escrow.lower(), strict),
-                                  concurrency=self.concurrency, max_batch=self.rpc.max_batch)
-        events.sort(key=lambda e: (e.block_number, e.log_index))
-        return ChainData(transfers, events)
+        if not self.rpc.refuses_batches:
+            try:
+                events = await fetch_logs(self._vouched_batch, first, last, [_escrow_filter(escrow)],
+                                          self._escrow_sizer,
+                                          lambda logs, strict: self._decode_escrow(logs, escrow.lower(), strict),
+                                          concurrency=self.concurrency, max_batch=self.rpc.max_batch)
+            except BatchesRefused:
+                pass  # as in transfers(): by hash instead
+            else:
+                events.sort(key=lambda e: (e.block_number, e.log_index))
+                return ChainData(transfers, events)
+        return ChainData(transfers, await self._escrow_blocks(await self.block_refs(first, last), escrow))
 
     async def read_blocks(
         self, blocks: Sequence[BlockRef], watched: frozenset[str], tokens: frozenset[str], *, native: bool = True,
@@ -626,11 +626,8 @@ class EvmAdapter:
         self, sizer: RangeSizer, first: int, last: int, filters: list[dict[str, Any]],
         decode: Callable[[list[Log], bool], list[Transfer]],
     ) -> list[Transfer]:
-        async def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-            return await self.rpc.batch(calls, return_errors=True)
-
-        return await fetch_logs(batch, first, last, filters, sizer, decode, concurrency=self.concurrency,
-                                max_batch=self.rpc.max_batch)
+        return await fetch_logs(self._vouched_batch, first, last, filters, sizer, decode,
+                                concurrency=self.concurrency, max_batch=self.rpc.max_batch)
 
     def _decode_logs(
         self,

@@ -31,8 +31,8 @@ entries as usual. ``injected["logs_error"]`` counts the entries answered so.
 
 A scripted start (``script``): the first requests, one step each in arrival order, are answered as the step says and
 draw nothing: ``"ok"`` (no drawn fault), ``"lagging"`` (as the lagging node above), ``"logs_error"`` (the
-``eth_getLogs`` entries errored as above); the configured limits and rewrites still apply. The draws above apply once the script is used up. With one request in
-flight at a time, a test knows exactly which request meets which fault.
+``eth_getLogs`` entries errored as above); the configured limits and rewrites still apply. The draws above apply
+once the script is used up. With one request in flight at a time, a test knows which request meets which fault.
 
 ``methods`` records the JSON-RPC methods of every request, one list per HTTP request (a batch's entries in order).
 
