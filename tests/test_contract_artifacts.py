@@ -25,6 +25,16 @@ pytestmark = pytest.mark.skipif(
 
 Runs = dict[str, subprocess.CompletedProcess[str]]
 
+EXPECTED = ("CitadelEscrow", "FeeToken", "OddToken", "QuirkToken", "ReentrantToken", "Reverter", "TestToken")
+
+# Opcodes the escrow must not contain so that one source runs on BSC, Polygon and Tron's TVM: those after paris
+# (PUSH0, TLOAD, TSTORE, MCOPY, BLOBHASH, BLOBBASEFEE), and those TVM lacks or gives another meaning (BASEFEE: the
+# energy price; DIFFICULTY/PREVRANDAO and GASLIMIT: 0; CHAINID and SELFBALANCE: missing on older TVM versions;
+# TIMESTAMP; CREATE/CREATE2: other addresses; SELFDESTRUCT).
+TVM_UNSAFE = {0x5F: "PUSH0", 0x5C: "TLOAD", 0x5D: "TSTORE", 0x5E: "MCOPY", 0x49: "BLOBHASH", 0x4A: "BLOBBASEFEE",
+              0x48: "BASEFEE", 0x44: "PREVRANDAO", 0x45: "GASLIMIT", 0x46: "CHAINID", 0x47: "SELFBALANCE",
+              0x42: "TIMESTAMP", 0xF0: "CREATE", 0xF5: "CREATE2", 0xFF: "SELFDESTRUCT"}
+
 
 def build(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -60,7 +70,7 @@ def test_committed_artifacts_match_sources(runs: Runs) -> None:
 def test_every_source_has_its_artifact() -> None:
     sources = {p.stem for p in CONTRACTS.glob("*.sol")}
     artifacts = {p.stem for p in (CONTRACTS / "artifacts").glob("*.json")}
-    assert {"TestToken", "OddToken", "Reverter"} <= sources <= artifacts
+    assert set(EXPECTED) <= sources <= artifacts
     for name in artifacts:
         artifact = json.loads((CONTRACTS / "artifacts" / f"{name}.json").read_text())
         assert sorted(artifact) == ["abi", "bytecode", "compiler", "contractName", "sourceSha256"]
@@ -77,3 +87,29 @@ def test_edited_sources_and_artifacts_are_detected(runs: Runs) -> None:
     assert "missing: Extra.json" in result.stderr  # new source, never built
     assert "orphaned: Gone.json" in result.stderr  # artifact without a source
     assert "Reverter" not in result.stderr  # untouched, built in another directory: identical bytes
+
+
+def opcodes(bytecode: str) -> list[int]:
+    """The instructions of solc's creation code (constructor, then runtime), by a linear sweep that steps over PUSH
+    data; the CBOR metadata at the end (its length in the last two bytes) is data, not code."""
+    code = bytes.fromhex(bytecode.removeprefix("0x"))
+    end = len(code) - 2 - int.from_bytes(code[-2:], "big")
+    assert code[end:end + 2] == bytes.fromhex("a264"), "no CBOR metadata where its length says"
+    ops, i = [], 0
+    while i < end:
+        op = code[i]
+        ops.append(op)
+        i += 1 + (op - 0x5F if 0x60 <= op <= 0x7F else 0)
+    assert i == end, "PUSH data runs into the metadata: not a linear solc layout"
+    return ops
+
+
+def test_the_escrow_uses_no_opcode_tvm_lacks() -> None:
+    ops = opcodes(json.loads((CONTRACTS / "artifacts" / "CitadelEscrow.json").read_text())["bytecode"])
+    assert {0xF1, 0xFA, 0xA3, 0xA4} <= set(ops)  # the sweep sees real code: CALL, STATICCALL, LOG3, LOG4
+    assert sorted(TVM_UNSAFE[op] for op in set(ops) & TVM_UNSAFE.keys()) == []
+
+
+def test_the_opcode_sweep_finds_push0_and_steps_over_push_data() -> None:
+    # PUSH1 0x5f (data, not PUSH0), PUSH0, STOP; then metadata "a264" + 2 bytes of padding, length 4
+    assert opcodes("0x605f5f00" + "a264" + "0000" + "0004") == [0x60, 0x5F, 0x00]
