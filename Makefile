@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint unit chaos bench clean
+.PHONY: install demo test lint unit chaos bench lock clean
 
-$(VENV)/.installed: pyproject.toml
+# An editable install of the checkout with the dev extra; the runtime dependencies at exactly the versions the image
+# runs (requirements.lock as constraints, without its hashes: hashed constraints would make pip demand a hash of
+# the editable checkout too).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	sed -e '/^ *--hash=/d' -e 's/ *\\$$//' requirements.lock > $(VENV)/runtime-constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/runtime-constraints.txt -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -41,6 +45,21 @@ chaos: install
 
 bench: install
 	$(BIN)/python bench/catchup.py
+
+## make lock: requirements.lock, what the Docker image installs (the runtime dependencies in pyproject.toml and all
+## they need, pinned, with the package index's hashes), and requirements-build.lock (the tools that build the
+## wheel). Run it after changing `dependencies` or `[build-system]`: tests/test_packaging.py fails until the lock
+## matches. Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves every pin to the newest allowed release.
+## The lock must name only the index's own files, so pip configuration (local wheel directories, extra indexes)
+## is left out while compiling it.
+LOCK_ENV ?= env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null
+LOCK_ARGS ?=
+PIP_COMPILE = $(LOCK_ENV) $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(LOCK_ARGS)
+
+lock: $(VENV)/.installed
+	$(PIP_COMPILE) --output-file=requirements.lock pyproject.toml
+	$(PIP_COMPILE) --allow-unsafe --all-build-deps --only-build-deps --output-file=requirements-build.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
