@@ -146,6 +146,16 @@ def test_migrations_live_in_the_package_only() -> None:
     assert len(load_migrations(MIGRATIONS)) >= 18
 
 
+def test_the_editable_checkout_has_the_development_tools(tmp_path: Path) -> None:
+    """`make install` (an editable install) makes `citadel-indexer demo` and the test tools importable from
+    anywhere, not only from the checkout's directory; a wheel never has them (the slow test below)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([sys.executable, "-c", "import citadel_devtools.demo, indexer; print(indexer.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(REPO / "indexer" / "__init__.py")
+
+
 # ------------------------------------------------------------------------------------------------------ a real install
 
 
